@@ -1,0 +1,1 @@
+"""Inference backends behind one small base class, chosen by a config key."""
