@@ -12,8 +12,8 @@ from typing import List, Optional
 class CaptureSettings:
     dir: str = "capture"                 # holds incoming/ processing/ done/ rejected/
     watch: str = "auto"                  # auto (inotify, else poll) | inotify | poll
-    poll_interval_s: float = 0.5
-    settle_s: float = 1.0                # size and mtime unchanged this long = written
+    poll_interval_s: float = 0.25
+    settle_s: float = 0.5                # size and mtime unchanged this long = written
     on_success: str = "move"             # move (to done/) | delete
     ignore: List[str] = field(default_factory=lambda: [".*", "*.part", "*.tmp"])
 

@@ -67,7 +67,6 @@ class Finding:
     contours: List[List[Tuple[int, int]]] = field(default_factory=list)
     segmenter_skipped: bool = False
     reasons: List[str] = field(default_factory=list)  # which rule(s) decided
-    mask: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

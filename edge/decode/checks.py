@@ -1,0 +1,88 @@
+"""Rules that decide whether an image may be shown to the models.
+
+Pure functions over header values, so they run before any pixel is decoded:
+a wrong modality or an absurd declared size is refused without allocating.
+"""
+from typing import Optional, Sequence
+
+from edge.errors import (ImageTooLarge, UnsupportedImage, UnsupportedModality)
+from edge.settings import DecodeSettings
+
+# DICOM ViewPosition values for side views. Decubitus (LLD/RLD) are listed
+# because the brief asks for it; a site that wants them can turn reject_lateral off.
+LATERAL_VIEWS = frozenset({"LL", "RL", "LLD", "RLD", "LAT", "LATERAL",
+                           "LEFT LATERAL", "RIGHT LATERAL"})
+
+GREY_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2"})
+
+
+def check_file_size(n_bytes: int, settings: DecodeSettings) -> None:
+    limit = settings.max_file_mb * 1024 * 1024
+    if n_bytes > limit:
+        raise ImageTooLarge("file is %.1f MB, larger than the %.0f MB limit (decode.max_file_mb)"
+                            % (n_bytes / 1048576.0, settings.max_file_mb))
+
+
+def check_dimensions(rows: int, columns: int, settings: DecodeSettings) -> None:
+    """Declared size, checked before decoding so a huge header never allocates."""
+    if rows <= 0 or columns <= 0:
+        raise UnsupportedImage("image declares an empty size (%d x %d px)" % (columns, rows))
+    longest, shortest = max(rows, columns), min(rows, columns)
+    if longest > settings.max_side:
+        raise ImageTooLarge("image is %d x %d px; a side longer than %d px is refused (decode.max_side)"
+                            % (columns, rows, settings.max_side))
+    if rows * columns > settings.max_pixels:
+        raise ImageTooLarge("image is %d x %d px = %d pixels, more than the %d limit (decode.max_pixels)"
+                            % (columns, rows, rows * columns, settings.max_pixels))
+    if shortest < settings.min_side:
+        raise UnsupportedImage("image is %d x %d px; a side shorter than %d px is not a diagnostic "
+                               "radiograph (decode.min_side)" % (columns, rows, settings.min_side))
+
+
+def check_modality(modality: Optional[str], settings: DecodeSettings) -> None:
+    allowed = [m.upper() for m in settings.allowed_modalities]
+    shown = ", ".join(allowed)
+    if not modality:
+        raise UnsupportedModality("DICOM has no Modality; only chest radiographs are accepted "
+                                  "(allowed: %s)" % shown)
+    if modality.strip().upper() not in allowed:
+        raise UnsupportedModality("modality %s is not a chest radiograph (allowed: %s)"
+                                  % (modality.strip(), shown))
+
+
+def check_view(view_position: Optional[str], settings: DecodeSettings) -> None:
+    if not settings.reject_lateral or not view_position:
+        return
+    view = view_position.strip().upper()
+    if view in LATERAL_VIEWS or "LATERAL" in view:
+        raise UnsupportedImage("view position %s is a lateral view; the models read frontal "
+                               "(PA/AP) chest radiographs only (decode.reject_lateral)" % view)
+
+
+def check_frames(n_frames: int) -> None:
+    if n_frames > 1:
+        raise UnsupportedImage("DICOM has %d frames; only single-frame radiographs are accepted"
+                               % n_frames)
+
+
+def check_grey(samples_per_pixel: int, photometric: str) -> None:
+    if samples_per_pixel != 1 or photometric not in GREY_PHOTOMETRICS:
+        raise UnsupportedImage("DICOM is colour (%s, %d samples per pixel); only greyscale "
+                               "MONOCHROME1/MONOCHROME2 radiographs are accepted"
+                               % (photometric or "no photometric interpretation", samples_per_pixel))
+
+
+def first_value(value: object) -> Optional[float]:
+    """First number of a possibly multi-valued DICOM element (WindowCenter ...)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        items = [value]
+    else:
+        items = list(value)
+    if not items:
+        return None
+    try:
+        return float(items[0])
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,94 @@
+"""PNG and JPEG -> Image via OpenCV, with the size read from the header first."""
+import struct
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+
+from edge.errors import CorruptImage, UnsupportedImage
+from edge.settings import DecodeSettings
+from edge.types import Image
+
+from .checks import check_dimensions
+
+# JPEG start-of-frame markers carry the size; C4 (DHT), C8 (JPG), CC (DAC) do not.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def png_size(data: bytes) -> Tuple[int, int]:
+    """(rows, columns) from the IHDR chunk, which PNG requires to come first."""
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise CorruptImage("PNG is truncated or damaged: its IHDR header is missing")
+    width, height = struct.unpack(">II", data[16:24])
+    return height, width
+
+
+def jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
+    """(rows, columns) from the first SOF segment, or None if none is found
+    before the scan data (then the decoder decides)."""
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:          # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:   # no length field
+            pos += 2
+            continue
+        if marker == 0xDA:          # start of scan: no SOF before it
+            return None
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        if marker in _SOF_MARKERS and pos + 9 <= n:
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return height, width
+        pos += 2 + length
+    return None
+
+
+def _check_complete(data: bytes, fmt: str) -> None:
+    """libjpeg fills a truncated JPEG with grey and only warns, so look for
+    the end markers ourselves."""
+    tail = data[-64:]
+    if fmt == "png" and b"IEND" not in tail:
+        raise CorruptImage("PNG is truncated: it has no IEND end chunk")
+    if fmt == "jpeg" and b"\xff\xd9" not in tail:
+        raise CorruptImage("JPEG is truncated: it has no end-of-image marker")
+
+
+def decode_raster(data: bytes, fmt: str, settings: DecodeSettings) -> Image:
+    size = png_size(data) if fmt == "png" else jpeg_size(data)
+    if size is not None:
+        check_dimensions(size[0], size[1], settings)
+    _check_complete(data, fmt)
+
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise CorruptImage("%s is damaged: OpenCV could not decode it" % fmt.upper())
+    check_dimensions(img.shape[0], img.shape[1], settings)
+
+    if img.ndim == 3:
+        img = _to_grey(img)
+    if img.dtype == np.uint8:
+        scale = 1.0 / 255.0
+    elif img.dtype == np.uint16:
+        scale = 1.0 / 65535.0
+    else:
+        raise UnsupportedImage("%s has %s samples; only 8- and 16-bit images are accepted"
+                               % (fmt.upper(), img.dtype))
+    pixels = np.multiply(img, np.float32(scale), dtype=np.float32)
+    return Image(pixels=pixels, source_format=fmt, bits_stored=img.dtype.itemsize * 8)
+
+
+def _to_grey(img: np.ndarray) -> np.ndarray:
+    channels = img.shape[2]
+    if channels == 1:
+        return img[:, :, 0]
+    if channels == 2:                 # grey + alpha
+        return img[:, :, 0]
+    if channels == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    if channels == 4:                 # alpha ignored
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
+    raise UnsupportedImage("image has %d channels; expected grey, RGB or RGBA" % channels)
