@@ -1,0 +1,154 @@
+"""Notices files in incoming/ once they are completely written.
+
+inotify (where it works) only wakes the scan early; the settle tracker
+decides readiness in both modes, because the cart may write in pieces and
+network shares send no events for remote writes.
+"""
+import logging
+import os
+import re
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+from edge.capture.inotify import Inotify, InotifyUnavailable
+from edge.capture.settle import SettleTracker, is_ignored
+from edge.errors import CaptureError
+from edge.settings import CaptureSettings
+
+logger = logging.getLogger(__name__)
+
+# Filesystems on which another machine writes: no inotify events reach us.
+NETWORK_FILESYSTEMS = frozenset([
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs",
+    "fuse.glusterfs", "fuse.sshfs", "fuse.rclone", "afs", "ncpfs", "lustre",
+    "gpfs", "davfs", "fuse.davfs2", "beegfs",
+])
+
+# In inotify mode, rescan this often anyway: a lost event (queue overflow)
+# must not leave a file behind for ever.
+INOTIFY_RESCAN_S = 30.0
+_MIN_WAIT_S = 0.005   # no busy loop when a file is due "now" by float rounding
+
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+def filesystem_type(path: str, mounts_text: str) -> Optional[str]:
+    """The fstype of the mount holding `path`, from /proc/self/mounts text."""
+    path = os.path.realpath(path)
+    best, best_len = None, -1
+    for line in mounts_text.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount_point = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[1])
+        inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= best_len:   # later mounts shadow earlier
+            best, best_len = fields[2], len(mount_point)
+    return best
+
+
+def _local_filesystem_type(path: str) -> Optional[str]:
+    try:
+        with open("/proc/self/mounts") as f:
+            return filesystem_type(path, f.read())
+    except OSError:
+        return None
+
+
+class Watcher:
+    """Reports settled, non-ignored regular files in `incoming_dir`."""
+
+    def __init__(self, incoming_dir: str, settings: CaptureSettings,
+                 clock: Callable[[], float] = time.monotonic):
+        if not os.path.isdir(incoming_dir):
+            raise CaptureError("capture folder %s does not exist or is not a directory"
+                               % incoming_dir)
+        self.incoming_dir = incoming_dir
+        self._settings = settings
+        self._clock = clock
+        self._tracker = SettleTracker(settings.settle_s)
+        self._inotify = None  # type: Optional[Inotify]
+        self.mode = self._start(settings.watch)
+
+    def _start(self, watch: str) -> str:
+        if watch == "poll":
+            return "poll"
+        if watch not in ("auto", "inotify"):
+            raise CaptureError("capture.watch must be auto, inotify or poll, not %r" % watch)
+        fstype = _local_filesystem_type(self.incoming_dir)
+        remote = fstype in NETWORK_FILESYSTEMS
+        if watch == "auto" and remote:
+            logger.info("capture: %s is on %s, which sends no inotify events for remote "
+                        "writes; polling every %.2f s", self.incoming_dir, fstype,
+                        self._settings.poll_interval_s)
+            return "poll"
+        try:
+            self._inotify = Inotify(self.incoming_dir)
+        except InotifyUnavailable as exc:
+            if watch == "inotify":
+                raise
+            logger.warning("capture: inotify unavailable (%s); polling %s every %.2f s",
+                           exc, self.incoming_dir, self._settings.poll_interval_s)
+            return "poll"
+        if remote:
+            logger.warning("capture: watching %s with inotify although it is on %s; files "
+                           "written remotely are found only by the %.0f s rescan",
+                           self.incoming_dir, fstype, INOTIFY_RESCAN_S)
+        return "inotify"
+
+    def wait_ready(self, timeout: float) -> List[str]:
+        """Full paths of files that have settled, waiting up to `timeout` s.
+        Each file is returned once until it changes again or disappears."""
+        deadline = self._clock() + max(0.0, timeout)
+        while True:
+            now = self._clock()
+            ready = self._tracker.update(self._scan(), now)
+            if ready:
+                return [os.path.join(self.incoming_dir, name) for name in ready]
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return []
+            self._pause(min(remaining, self._next_scan_in(now)))
+
+    def _next_scan_in(self, now: float) -> float:
+        interval = INOTIFY_RESCAN_S if self._inotify else self._settings.poll_interval_s
+        due = self._tracker.next_due(now)
+        if due is None:
+            return interval
+        return min(interval, max(due, _MIN_WAIT_S))
+
+    def _pause(self, seconds: float) -> None:
+        if self._inotify is not None:
+            self._inotify.read_events(seconds)   # any event just triggers a rescan
+        else:
+            time.sleep(seconds)
+
+    def _scan(self) -> Dict[str, Tuple[int, int]]:
+        patterns = self._settings.ignore
+        found = {}  # type: Dict[str, Tuple[int, int]]
+        try:
+            with os.scandir(self.incoming_dir) as entries:
+                for entry in entries:
+                    if is_ignored(entry.name, patterns):
+                        continue
+                    try:
+                        if not entry.is_file(follow_symlinks=False):
+                            continue   # directories, symlinks, fifos are not images
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue       # vanished between listing and stat
+                    found[entry.name] = (st.st_size, st.st_mtime_ns)
+        except OSError as exc:
+            raise CaptureError("cannot list capture folder %s: %s" % (self.incoming_dir, exc))
+        return found
+
+    def close(self) -> None:
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
+
+    def __enter__(self) -> "Watcher":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

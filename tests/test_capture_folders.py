@@ -1,0 +1,161 @@
+"""Claiming, finishing, rejecting and crash recovery on real folders."""
+import datetime
+import hashlib
+import json
+import os
+
+import pytest
+
+from edge.capture.folders import CaptureFolders, Claimed
+from edge.errors import CaptureError
+from edge.settings import CaptureSettings
+
+
+def _folders(tmp_path, **kw) -> CaptureFolders:
+    return CaptureFolders(str(tmp_path / "capture"), CaptureSettings(**kw))
+
+
+def _drop(folders, name, data=b"radiograph bytes") -> str:
+    path = os.path.join(folders.incoming, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def test_creates_the_four_folders(tmp_path):
+    f = _folders(tmp_path)
+    for sub in ("incoming", "processing", "done", "rejected"):
+        assert os.path.isdir(str(tmp_path / "capture" / sub))
+    assert f.incoming == str(tmp_path / "capture" / "incoming")
+
+
+def test_a_root_that_cannot_hold_folders_is_a_clear_capture_error(tmp_path):
+    (tmp_path / "capture").write_bytes(b"a file where the folder should be")
+    with pytest.raises(CaptureError, match="cannot create capture folder"):
+        _folders(tmp_path)
+
+
+def test_unknown_on_success_policy_is_refused(tmp_path):
+    with pytest.raises(CaptureError, match="move or delete"):
+        _folders(tmp_path, on_success="archive")
+
+
+def test_claim_moves_into_processing_and_hashes_the_content(tmp_path):
+    f = _folders(tmp_path)
+    data = os.urandom(3 * 1024 * 1024 + 17)     # several hashing chunks
+    src = _drop(f, "scan.dcm", data)
+    claimed = f.claim(src)
+    assert claimed.path == os.path.join(f.processing, "scan.dcm")
+    assert claimed.name == "scan.dcm"
+    assert claimed.sha256 == hashlib.sha256(data).hexdigest()
+    assert claimed.size == len(data)
+    assert claimed.claimed_at > 0
+    assert not os.path.exists(src)
+    with open(claimed.path, "rb") as fh:
+        assert fh.read() == data
+
+
+def test_claim_of_a_vanished_file_is_none(tmp_path):
+    f = _folders(tmp_path)
+    assert f.claim(os.path.join(f.incoming, "gone.dcm")) is None
+
+
+def test_claim_picks_a_unique_name_when_processing_holds_the_same_name(tmp_path):
+    f = _folders(tmp_path)
+    first = f.claim(_drop(f, "scan.dcm", b"one"))
+    second = f.claim(_drop(f, "scan.dcm", b"two"))
+    assert first.path == os.path.join(f.processing, "scan.dcm")
+    assert second.path == os.path.join(f.processing, "scan-1.dcm")
+    assert second.name == "scan.dcm"
+    with open(first.path, "rb") as a, open(second.path, "rb") as b:
+        assert (a.read(), b.read()) == (b"one", b"two")
+
+
+def test_finish_moves_to_done_with_unique_names(tmp_path):
+    f = _folders(tmp_path)
+    first = f.finish(f.claim(_drop(f, "scan.dcm", b"one")))
+    second = f.finish(f.claim(_drop(f, "scan.dcm", b"two")))
+    assert first == os.path.join(f.done, "scan.dcm")
+    assert second == os.path.join(f.done, "scan-1.dcm")
+    assert os.listdir(f.processing) == []
+    with open(second, "rb") as fh:
+        assert fh.read() == b"two"
+
+
+def test_finish_deletes_when_on_success_is_delete(tmp_path):
+    f = _folders(tmp_path, on_success="delete")
+    claimed = f.claim(_drop(f, "scan.dcm"))
+    assert f.finish(claimed) is None
+    assert os.listdir(f.processing) == [] and os.listdir(f.done) == []
+
+
+def test_finish_of_a_file_removed_from_processing_is_a_capture_error(tmp_path):
+    f = _folders(tmp_path)
+    claimed = f.claim(_drop(f, "scan.dcm"))
+    os.unlink(claimed.path)
+    with pytest.raises(CaptureError, match="cannot finish"):
+        f.finish(claimed)
+
+
+def test_reject_moves_the_file_and_writes_its_reason(tmp_path):
+    f = _folders(tmp_path)
+    claimed = f.claim(_drop(f, "scan.dcm", b"not a dicom"))
+    path = f.reject(claimed, "not_an_image", "no DICOM, PNG or JPEG signature",
+                    {"first_bytes": "6e6f7420"})
+    assert path == os.path.join(f.rejected, "scan.dcm")
+    with open(path, "rb") as fh:
+        assert fh.read() == b"not a dicom"
+    with open(path + ".reason.json") as fh:
+        reason = json.load(fh)
+    rejected_at = reason.pop("rejected_at")
+    assert reason == {
+        "code": "not_an_image",
+        "reason": "no DICOM, PNG or JPEG signature",
+        "details": {"first_bytes": "6e6f7420"},
+        "sha256": hashlib.sha256(b"not a dicom").hexdigest(),
+        "original_name": "scan.dcm",
+    }
+    assert rejected_at.endswith("Z")
+    when = datetime.datetime.fromisoformat(rejected_at[:-1] + "+00:00")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert abs((now - when).total_seconds()) < 3600
+    assert sorted(os.listdir(f.rejected)) == ["scan.dcm", "scan.dcm.reason.json"]
+    assert os.listdir(f.processing) == []
+
+
+def test_rejected_names_collide_into_unique_names_with_their_own_reasons(tmp_path):
+    f = _folders(tmp_path)
+    f.reject(f.claim(_drop(f, "scan.dcm", b"one")), "corrupt", "truncated")
+    second = f.reject(f.claim(_drop(f, "scan.dcm", b"two")), "too_large", "huge")
+    assert second == os.path.join(f.rejected, "scan-1.dcm")
+    with open(second + ".reason.json") as fh:
+        assert json.load(fh)["code"] == "too_large"
+    with open(os.path.join(f.rejected, "scan.dcm.reason.json")) as fh:
+        assert json.load(fh)["code"] == "corrupt"
+
+
+def test_reject_without_details_writes_an_empty_object(tmp_path):
+    f = _folders(tmp_path)
+    path = f.reject(f.claim(_drop(f, "empty.dcm", b"")), "not_an_image", "empty file")
+    with open(path + ".reason.json") as fh:
+        assert json.load(fh)["details"] == {}
+
+
+def test_leftovers_are_rehashed_from_processing(tmp_path):
+    f = _folders(tmp_path)
+    a = f.claim(_drop(f, "a.dcm", b"alpha"))
+    b = f.claim(_drop(f, "b.dcm", b"beta"))
+    # A crash here; the next start builds the folders afresh.
+    again = CaptureFolders(f.root, CaptureSettings())
+    leftovers = again.leftovers()
+    assert [(c.path, c.name, c.sha256, c.size) for c in leftovers] == [
+        (a.path, "a.dcm", a.sha256, 5), (b.path, "b.dcm", b.sha256, 4)]
+    assert all(isinstance(c, Claimed) and c.claimed_at > 0 for c in leftovers)
+    assert again.finish(leftovers[0]) == os.path.join(f.done, "a.dcm")
+    assert [c.name for c in again.leftovers()] == ["b.dcm"]
+
+
+def test_no_leftovers_after_a_clean_run(tmp_path):
+    f = _folders(tmp_path)
+    f.finish(f.claim(_drop(f, "a.dcm")))
+    assert f.leftovers() == []
