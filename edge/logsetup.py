@@ -1,0 +1,128 @@
+"""Logging for the runtime: one line per record, UTC time, level, logger,
+message; optionally JSON lines for a log shipper.
+
+Secrets (the MQTT password, a key passphrase) are registered with
+`register_secret` by whoever reads them; `redact_secrets`, installed on the
+handler, replaces them with "***" in the message, its arguments and any
+traceback before a record is formatted, whichever library logged it.
+"""
+import json
+import logging
+import sys
+import threading
+import time
+from typing import Optional, TextIO, Tuple
+
+MASK = "***"
+LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+_lock = threading.Lock()
+_secrets = ()  # type: Tuple[str, ...]   longest first, so overlaps mask fully
+
+
+def register_secret(value: Optional[str]) -> None:
+    """Mask `value` in every log record from now on. Empty values are ignored."""
+    global _secrets
+    if not value:
+        return
+    with _lock:
+        if value not in _secrets:
+            _secrets = tuple(sorted(_secrets + (value,), key=len, reverse=True))
+
+
+def clear_secrets() -> None:
+    """Forget registered secrets (for tests and reloads)."""
+    global _secrets
+    with _lock:
+        _secrets = ()
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret replaced by "***"."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+class SecretFilter(logging.Filter):
+    """Renders the record's message once, masks secrets in it, and drops the
+    args so no formatter can re-insert them; tracebacks are masked too."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: let logging report it as usual
+            return True
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+redact_secrets = SecretFilter()
+
+
+class LineFormatter(logging.Formatter):
+    """`2024-05-01T12:00:00.123Z INFO edge.capture: message`"""
+
+    converter = time.gmtime
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
+        return _utc(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message[, exception]."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": _utc(record), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _utc(record: logging.LogRecord) -> str:
+    return "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
+                         int(record.msecs))
+
+
+def make_handler(json_lines: bool = False,
+                 stream: Optional[TextIO] = None) -> logging.Handler:
+    """A stream handler with the runtime's format and the secret filter."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if json_lines else LineFormatter())
+    handler.addFilter(redact_secrets)
+    handler._pneumo_edge = True  # type: ignore[attr-defined]  # ours, to replace on re-setup
+    return handler
+
+
+def setup_logging(level: str, json_lines: bool = False,
+                  stream: Optional[TextIO] = None) -> logging.Handler:
+    """Configure the root logger (idempotent: replaces a handler it added
+    before, leaves others alone). Returns the handler."""
+    name = level.upper()
+    if name not in LEVELS:
+        raise ValueError("unknown log level %r; use one of %s" % (level, ", ".join(LEVELS)))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_pneumo_edge", False)]:
+        root.removeHandler(old)
+        old.close()
+    handler = make_handler(json_lines, stream)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, name))
+    return handler

@@ -1,0 +1,83 @@
+"""Log lines: one per record, UTC, and never a registered secret."""
+import io
+import json
+import logging
+import re
+
+import pytest
+
+from edge import logsetup
+
+
+@pytest.fixture
+def capture_log():
+    """setup_logging into a buffer; restores the root logger afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    buf = io.StringIO()
+    yield buf
+    for h in root.handlers[:]:
+        if h not in saved_handlers:
+            root.removeHandler(h)
+    root.setLevel(saved_level)
+    logsetup.clear_secrets()
+
+
+def test_a_line_has_utc_time_level_logger_and_message(capture_log):
+    logsetup.setup_logging("info", stream=capture_log)
+    logging.getLogger("edge.capture").info("claimed %s", "a.dcm")
+    logging.getLogger("edge.capture").debug("not shown at INFO")
+    line, = capture_log.getvalue().splitlines()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO edge\.capture: claimed a\.dcm",
+                        line)
+
+
+def test_json_lines(capture_log):
+    logsetup.setup_logging("DEBUG", json_lines=True, stream=capture_log)
+    logging.getLogger("edge.alerts").warning("queue %d", 3)
+    entry = json.loads(capture_log.getvalue())
+    assert entry["level"] == "WARNING" and entry["logger"] == "edge.alerts"
+    assert entry["message"] == "queue 3" and entry["time"].endswith("Z")
+
+
+def test_setup_twice_replaces_its_own_handler(capture_log):
+    logsetup.setup_logging("INFO", stream=capture_log)
+    logsetup.setup_logging("INFO", stream=capture_log)
+    logging.getLogger("x").info("once")
+    assert capture_log.getvalue().count("once") == 1
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_a_registered_secret_never_appears(capture_log, json_lines):
+    logsetup.setup_logging("DEBUG", json_lines=json_lines, stream=capture_log)
+    logsetup.register_secret("s3cret")
+    logsetup.register_secret("")  # ignored, not "mask everything"
+    log = logging.getLogger("paho.client")
+    log.info("connecting with password s3cret")
+    log.info("password=%s user=%s", "s3cret", "edge")
+    log.info("args as mapping %(pw)s", {"pw": "xs3cretx"})
+    try:
+        raise ValueError("bad credentials s3cret")
+    except ValueError:
+        log.exception("connect failed")
+    out = capture_log.getvalue()
+    assert "s3cret" not in out
+    assert "connecting with password ***" in out
+    assert "password=*** user=edge" in out
+    assert "args as mapping x***x" in out
+    assert "ValueError: bad credentials ***" in out
+
+
+def test_the_filter_masks_a_record_for_any_formatter():
+    logsetup.register_secret("hunter2")
+    try:
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "pw %s", ("hunter2",), None)
+        assert logsetup.redact_secrets.filter(record)
+        assert logging.Formatter("%(message)s").format(record) == "pw ***"
+    finally:
+        logsetup.clear_secrets()
+
+
+def test_an_unknown_level_is_refused():
+    with pytest.raises(ValueError, match="LOUD"):
+        logsetup.setup_logging("LOUD")
