@@ -1,0 +1,120 @@
+"""The overlay JPEG a display shows next to the alert.
+
+A pure function: the radiograph downsized, the finding outlined and lightly
+filled, its box, and a banner saying what was found and, for models that are
+not validated, that it is not for clinical use. Hershey fonts are ASCII only,
+hence "cm2" and "-" in the banner.
+"""
+from typing import List, Tuple
+
+import cv2
+import numpy as np
+
+from edge.errors import AlertError
+from edge.types import Finding, Image
+
+FILL_BGR = (0, 0, 255)        # red: the suspected region
+CONTOUR_BGR = (0, 0, 255)
+BOX_BGR = (0, 255, 255)       # yellow
+POSITIVE_BANNER_BGR = (0, 0, 170)
+NEGATIVE_BANNER_BGR = (40, 40, 40)   # grey: a negative overlay carries no colour
+FILL_ALPHA = 0.3
+
+
+def banner_text(finding: Finding, label: str = "") -> str:
+    """One line, e.g. "PNEUMOTHORAX suspected - right, 6.2 cm2, p=0.93 - DEMO MODEL ..."."""
+    if finding.pneumothorax:
+        parts = []
+        if finding.side:
+            parts.append(finding.side)
+        if finding.area_cm2 is not None:
+            parts.append("%.1f cm2" % finding.area_cm2)
+        else:
+            parts.append("%.1f%% of image" % (100.0 * finding.area_fraction))
+        if finding.probability is not None:
+            parts.append("p=%.2f" % finding.probability)
+        text = "PNEUMOTHORAX suspected - " + ", ".join(parts)
+    else:
+        text = "No pneumothorax detected"
+        if finding.probability is not None:
+            text += " (p=%.2f)" % finding.probability
+    return text + (" - " + label if label else "")
+
+
+def _to_bgr(pixels: np.ndarray, scale: float) -> np.ndarray:
+    if pixels.ndim != 2 or pixels.size == 0:
+        raise AlertError("overlay needs a 2-D image, got shape %s" % (pixels.shape,))
+    grey = np.clip(np.nan_to_num(pixels, nan=0.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if scale != 1.0:
+        h, w = grey.shape
+        size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+        grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+
+def _scaled(contours: List[List[Tuple[int, int]]], scale: float) -> List[np.ndarray]:
+    out = []
+    for contour in contours:
+        if len(contour) >= 2:
+            pts = np.round(np.asarray(contour, dtype=np.float64) * scale).astype(np.int32)
+            out.append(pts.reshape(-1, 1, 2))
+    return out
+
+
+def _wrap(text: str, max_width: int, font: int, font_scale: float, thickness: int) -> List[str]:
+    lines, current = [], ""
+    for word in text.split(" "):
+        candidate = (current + " " + word).strip()
+        if current and cv2.getTextSize(candidate, font, font_scale, thickness)[0][0] > max_width:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    return lines + ([current] if current else [])
+
+
+def _draw_banner(canvas: np.ndarray, text: str, positive: bool) -> None:
+    h, w = canvas.shape[:2]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    font_scale = max(0.4, w / 1200.0)
+    thickness = max(1, int(round(font_scale * 2)))
+    margin = max(4, int(8 * font_scale))
+    lines = _wrap(text, w - 2 * margin, font, font_scale, thickness)
+    line_h = cv2.getTextSize("Ag", font, font_scale, thickness)[0][1] + margin
+    banner_h = min(h, line_h * len(lines) + margin)
+    colour = POSITIVE_BANNER_BGR if positive else NEGATIVE_BANNER_BGR
+    cv2.rectangle(canvas, (0, 0), (w - 1, banner_h - 1), colour, thickness=-1)
+    for i, line in enumerate(lines):
+        y = (i + 1) * line_h
+        cv2.putText(canvas, line, (margin, y), font, font_scale, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
+
+
+def render_overlay(image: Image, finding: Finding, label: str = "",
+                   max_side: int = 1024, quality: int = 85) -> bytes:
+    """JPEG bytes of the radiograph (longest side <= max_side) with the finding drawn.
+
+    label: appended to the banner (e.g. schema.use_warning(intended_use)).
+    Contours and bbox are in original-image pixels and are scaled here.
+    """
+    if max_side < 16 or not 1 <= quality <= 100:
+        raise AlertError("overlay max_side must be >= 16 and quality 1..100")
+    scale = min(1.0, float(max_side) / max(image.height, image.width))
+    canvas = _to_bgr(image.pixels, scale)
+    if finding.pneumothorax:
+        contours = _scaled(finding.contours, scale)
+        if contours:
+            fill = canvas.copy()
+            cv2.drawContours(fill, contours, -1, FILL_BGR, thickness=-1)
+            canvas = cv2.addWeighted(fill, FILL_ALPHA, canvas, 1.0 - FILL_ALPHA, 0.0)
+            line = max(2, int(round(max(canvas.shape[:2]) / 400.0)))
+            cv2.drawContours(canvas, contours, -1, CONTOUR_BGR, thickness=line, lineType=cv2.LINE_AA)
+        if finding.bbox is not None:
+            x, y, bw, bh = (int(round(v * scale)) for v in finding.bbox)
+            cv2.rectangle(canvas, (x, y), (x + max(bw - 1, 0), y + max(bh - 1, 0)), BOX_BGR,
+                          thickness=max(1, int(round(max(canvas.shape[:2]) / 600.0))))
+    _draw_banner(canvas, banner_text(finding, label), finding.pneumothorax)
+    ok, buf = cv2.imencode(".jpg", canvas, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise AlertError("JPEG encoding of the overlay failed")
+    return buf.tobytes()

@@ -1,0 +1,182 @@
+"""The alert and event payloads (JSON, documented in docs/ALERTS.md).
+
+Pure functions: a Result plus the image's identity in, a dict out. The
+alert id is deterministic (image identity + the exact models that ran), so a
+re-processed image or a re-sent row carries the same id and displays can
+dedupe on it. Patient name and birth date are never read: Image does not
+carry them, and the only optional identifier (accession number) is emitted
+only when a site asks for it.
+"""
+import hashlib
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from edge.errors import AlertError
+from edge.types import Image, ModelInfo, Result
+
+SCHEMA_VERSION = 1
+
+# Least to most trustworthy; an alert is only as validated as its weakest model.
+INTENDED_USE_ORDER = ("untrained", "demo", "validated")
+OPTIONAL_IDENTIFIERS = ("accession_number",)
+EVENT_KINDS = ("rejected", "duplicate", "fault", "recovered", "started", "stopping")
+
+
+def utc_iso(moment: Optional[datetime] = None) -> str:
+    """ISO-8601 in UTC with milliseconds and a Z, e.g. 2024-05-01T08:30:00.123Z.
+    A naive datetime is taken to be UTC already."""
+    moment = moment or datetime.now(timezone.utc)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    text = moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def image_identity(image: Image, file_sha256: str) -> str:
+    """What makes two files "the same image": the SOP Instance UID when the
+    file has one (a re-export with other bytes is still the same image),
+    otherwise the file's content hash."""
+    if image.sop_instance_uid:
+        return "sop:" + image.sop_instance_uid
+    if not file_sha256:
+        raise AlertError("an image without SOP Instance UID needs its file sha256")
+    return "sha256:" + file_sha256
+
+
+def alert_id_for(identity: str, models: Sequence[ModelInfo]) -> str:
+    """32 hex chars of sha256(identity + each model's name/version/sha256/precision).
+    Models are sorted so the order they ran in does not change the id."""
+    h = hashlib.sha256(identity.encode("utf-8"))
+    for key in sorted((m.name, m.version, m.sha256, m.precision) for m in models):
+        h.update(b"\x1e" + "\x1f".join(key).encode("utf-8"))
+    return h.hexdigest()[:32]
+
+
+def combined_intended_use(models: Iterable[ModelInfo]) -> str:
+    """"validated" only if every model is; otherwise the least validated.
+    An unknown label counts as "untrained"."""
+    ranks = [INTENDED_USE_ORDER.index(m.intended_use) if m.intended_use in INTENDED_USE_ORDER
+             else 0 for m in models]
+    return INTENDED_USE_ORDER[min(ranks)] if ranks else INTENDED_USE_ORDER[0]
+
+
+def use_warning(intended_use: str) -> str:
+    """The banner text for anything not validated (empty when validated)."""
+    if intended_use == "validated":
+        return ""
+    if intended_use == "demo":
+        return "DEMO MODEL, NOT FOR CLINICAL USE"
+    return "UNTRAINED MODEL, NOT FOR CLINICAL USE"
+
+
+def _num(value: Optional[float], digits: int) -> Optional[float]:
+    return None if value is None else round(float(value), digits)
+
+
+def build_alert(result: Result, image: Image, *, file_name: str, file_sha256: str,
+                site: str, device: str, identify_by: Sequence[str] = (),
+                created_at: Optional[datetime] = None,
+                topics: Any = None) -> Dict[str, Any]:
+    """The alert payload for one processed image.
+
+    identify_by: optional identifiers a site enabled (only "accession_number").
+    topics: an edge.alerts.topics.Topics; when given, overlay_topic names where
+    the overlay JPEG is published (pass None when overlays are off).
+    """
+    unknown = [k for k in identify_by if k not in OPTIONAL_IDENTIFIERS]
+    if unknown:
+        raise AlertError("unknown identify_by entries %s (allowed: %s)"
+                         % (unknown, ", ".join(OPTIONAL_IDENTIFIERS)))
+    if not result.models:
+        raise AlertError("an alert needs at least one model identity")
+    f = result.finding
+    alert_id = alert_id_for(image_identity(image, file_sha256), result.models)
+    source = {
+        "file_name": file_name.replace("\\", "/").rsplit("/", 1)[-1],
+        "sha256": file_sha256,
+        "sop_instance_uid": image.sop_instance_uid or None,
+        "study_instance_uid": image.study_instance_uid or None,
+    }  # type: Dict[str, Any]
+    if "accession_number" in identify_by:
+        source["accession_number"] = image.accession_number or None
+    spacing = image.pixel_spacing_mm
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "alert_id": alert_id,
+        "created_at": utc_iso(created_at),
+        "site": site,
+        "device": device,
+        "source": source,
+        "finding": {
+            "pneumothorax": bool(f.pneumothorax),
+            "probability": _num(f.probability, 4),
+            "seg_max_probability": _num(f.seg_max_probability, 4),
+            "area_px": int(f.area_px),
+            "area_fraction": _num(f.area_fraction, 6),
+            "area_cm2": _num(f.area_cm2, 2),
+            "side": f.side,
+            "bbox": [int(v) for v in f.bbox] if f.bbox is not None else None,
+            "segmenter_skipped": bool(f.segmenter_skipped),
+            "reasons": list(f.reasons),
+        },
+        "thresholds": {k: float(v) for k, v in sorted(result.thresholds.items())},
+        "models": [{"name": m.name, "version": m.version, "sha256": m.sha256,
+                    "precision": m.precision, "backend": m.backend, "task": m.task}
+                   for m in result.models],
+        "timings_ms": {k: round(float(v), 2) for k, v in result.timings_ms.items()},
+        "intended_use": combined_intended_use(result.models),
+        "overlay_topic": topics.overlay(alert_id) if topics is not None else None,
+        "image": {
+            "width": image.width,
+            "height": image.height,
+            "pixel_spacing_mm": [float(spacing[0]), float(spacing[1])] if spacing else None,
+            "view_position": image.view_position or None,
+            "modality": image.modality or None,
+        },
+    }
+
+
+def build_event(kind: str, message: str, *, site: str, device: str,
+                created_at: Optional[datetime] = None, **fields: Any) -> Dict[str, Any]:
+    """A status event (rejected file, duplicate, fault, recovery ...).
+    `fields` must be JSON-serialisable and must never hold patient data."""
+    if not kind or not kind.replace("_", "").isalnum() or kind != kind.lower():
+        raise AlertError("event kind %r must be a lower-case word" % kind)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": uuid.uuid4().hex,
+        "created_at": utc_iso(created_at),
+        "site": site,
+        "device": device,
+        "kind": kind,
+        "message": message,
+        "fields": dict(fields),
+    }
+
+
+def encode(payload: Dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON; NaN/Infinity are refused (not valid JSON)."""
+    try:
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise AlertError("payload is not valid JSON: %s" % exc)
+
+
+def decode(data: bytes) -> Dict[str, Any]:
+    try:
+        payload = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AlertError("payload is not JSON: %s" % exc)
+    if not isinstance(payload, dict):
+        raise AlertError("payload is not a JSON object")
+    return payload
+
+
+def list_models(models: List[ModelInfo]) -> List[Dict[str, str]]:
+    """Model identities for the status topic."""
+    return [{"name": m.name, "version": m.version, "task": m.task,
+             "precision": m.precision, "backend": m.backend,
+             "intended_use": m.intended_use} for m in models]
