@@ -1,0 +1,197 @@
+"""Model outputs -> Finding, in the original image's geometry. Pure functions.
+
+The decision follows the SIIM-ACR 1st-place recipe: the segmenter's mask is
+the evidence (pixels above a high threshold must cover a minimum area; the
+drawn outline uses a lower threshold), and the classifier lets the device
+skip the segmenter on confident negatives. A classifier probability at or
+above its own triage threshold also raises the alert, so a pneumothorax the
+segmenter under-draws is not missed. Every threshold comes from the model
+manifests, overridable per site in config.
+
+Work happens on the model-resolution map and only the results (area,
+box, contour) are scaled to the original image: a 3000 px radiograph never
+needs a full-size float mask.
+"""
+from dataclasses import asdict, dataclass
+from typing import List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from edge.inference.manifest import ModelManifest
+from edge.settings import DecisionSettings
+from edge.types import Finding, Geometry
+
+# Each side must hold at least this share of the outlined area to call it bilateral.
+BILATERAL_SHARE = 0.25
+MAX_CONTOUR_POINTS = 200
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    classifier_positive: float
+    skip_segmenter_below: float
+    pixel_high: float
+    min_area_fraction: float
+    pixel_low: float
+    gate_segmenter: bool
+
+    def as_dict(self):
+        d = asdict(self)
+        d["gate_segmenter"] = bool(d["gate_segmenter"])
+        return d
+
+
+def resolve_thresholds(classifier: ModelManifest, segmenter: ModelManifest,
+                       decision: DecisionSettings) -> Thresholds:
+    """Manifest values, with any per-site override from config winning."""
+    def pick(override, manifest, key):
+        return float(override) if override is not None else float(manifest.thresholds[key])
+    return Thresholds(
+        classifier_positive=pick(decision.classifier_positive, classifier, "positive"),
+        skip_segmenter_below=pick(decision.skip_segmenter_below, classifier, "skip_segmenter_below"),
+        pixel_high=pick(decision.pixel_high, segmenter, "pixel_high"),
+        min_area_fraction=pick(decision.min_area_fraction, segmenter, "min_area_fraction"),
+        pixel_low=pick(decision.pixel_low, segmenter, "pixel_low"),
+        gate_segmenter=bool(decision.gate_segmenter),
+    )
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    # Split by sign so large logits never overflow exp().
+    x = np.asarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+def classifier_probability(raw: np.ndarray, manifest: ModelManifest) -> float:
+    """Single pneumothorax score from the classifier's output (1 value, or the
+    last of 2 softmax/logit columns)."""
+    flat = np.asarray(raw, dtype=np.float32).reshape(-1)
+    if flat.size == 2:
+        if manifest.output_kind == "logit":
+            e = np.exp(flat - flat.max())
+            return float(e[1] / e.sum())
+        return float(flat[1])
+    if flat.size != 1:
+        raise ValueError("%s: classifier output has %d values, expected 1 or 2" % (manifest.name, flat.size))
+    value = flat[:1]
+    return float(sigmoid(value)[0]) if manifest.output_kind == "logit" else float(value[0])
+
+
+def segmenter_probability(raw: np.ndarray, manifest: ModelManifest) -> np.ndarray:
+    """(1, 1, H, W) / (1, H, W) / (H, W) output -> (H, W) probabilities."""
+    plane = np.asarray(raw, dtype=np.float32)
+    while plane.ndim > 2:
+        if plane.shape[0] != 1:
+            raise ValueError("%s: segmenter output shape %s is not a single mask" % (manifest.name, raw.shape))
+        plane = plane[0]
+    return sigmoid(plane) if manifest.output_kind == "logit" else plane
+
+
+def skip_segmenter(probability: Optional[float], th: Thresholds) -> bool:
+    return th.gate_segmenter and probability is not None and probability < th.skip_segmenter_below
+
+
+def _valid_region(prob: np.ndarray, geo: Geometry) -> Tuple[np.ndarray, int]:
+    """The part of the model map that shows the image (letterbox padding removed)."""
+    h, w = geo.original_hw
+    nh = max(1, int(round(h * geo.scale_y)))
+    nw = max(1, int(round(w * geo.scale_x)))
+    return prob[geo.pad_y:geo.pad_y + nh, geo.pad_x:geo.pad_x + nw], nh * nw
+
+
+def patient_side(mask: np.ndarray) -> Optional[str]:
+    """Side of the patient from a mask in the displayed orientation.
+
+    Chest radiographs (PA and AP) are displayed with the patient's right on
+    the viewer's left, so the image's left half is the patient's right.
+    """
+    total = int(np.count_nonzero(mask))
+    if total == 0:
+        return None
+    half = mask.shape[1] // 2
+    image_left = int(np.count_nonzero(mask[:, :half]))
+    image_right = total - image_left
+    if min(image_left, image_right) >= BILATERAL_SHARE * total:
+        return "bilateral"
+    return "right" if image_left > image_right else "left"
+
+
+def _contours(mask: np.ndarray, geo: Geometry) -> List[List[Tuple[int, int]]]:
+    found = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours = found[0] if len(found) == 2 else found[1]  # OpenCV 3 returned 3 values
+    out = []
+    for c in sorted(contours, key=cv2.contourArea, reverse=True):
+        eps = 1.0
+        while len(c) > MAX_CONTOUR_POINTS:
+            c = cv2.approxPolyDP(c, eps, True)
+            eps *= 2
+        pts = c.reshape(-1, 2).astype(np.float64)
+        xs = np.clip(np.round((pts[:, 0] + 0.5) / geo.scale_x), 0, geo.original_hw[1] - 1)
+        ys = np.clip(np.round((pts[:, 1] + 0.5) / geo.scale_y), 0, geo.original_hw[0] - 1)
+        out.append([(int(x), int(y)) for x, y in zip(xs, ys)])
+    return out
+
+
+def make_finding(probability: Optional[float], seg_prob: Optional[np.ndarray], geo: Optional[Geometry],
+                 th: Thresholds, pixel_spacing_mm: Optional[Tuple[float, float]] = None) -> Finding:
+    """Combine the classifier probability and the segmenter map into a Finding.
+
+    seg_prob is the (H, W) probability map in model space (None when the
+    segmenter was skipped); geo maps it back to the original image.
+    """
+    reasons = []
+    classifier_hit = probability is not None and probability >= th.classifier_positive
+    if classifier_hit:
+        reasons.append("classifier p=%.3f >= %.3f" % (probability, th.classifier_positive))
+    if seg_prob is None or geo is None:
+        return Finding(pneumothorax=classifier_hit, probability=probability, seg_max_probability=None,
+                       area_px=0, area_fraction=0.0, area_cm2=None, side=None, bbox=None,
+                       contours=[], segmenter_skipped=True, reasons=reasons)
+
+    region, valid_px = _valid_region(seg_prob, geo)
+    seg_max = float(region.max()) if region.size else 0.0
+    high_fraction = float(np.count_nonzero(region > th.pixel_high)) / valid_px
+    mask_hit = high_fraction >= th.min_area_fraction and high_fraction > 0
+    if mask_hit:
+        reasons.append("segmenter %.2f%% of image > %.2f (min %.2f%%)"
+                       % (100 * high_fraction, th.pixel_high, 100 * th.min_area_fraction))
+    positive = mask_hit or classifier_hit
+    drawn = (region > th.pixel_low) if positive else np.zeros(region.shape, bool)
+    drawn_px = int(np.count_nonzero(drawn))
+    if drawn_px == 0:
+        return Finding(pneumothorax=positive, probability=probability, seg_max_probability=seg_max,
+                       area_px=0, area_fraction=0.0, area_cm2=None if pixel_spacing_mm is None else 0.0,
+                       side=None, bbox=None, contours=[], segmenter_skipped=False, reasons=reasons)
+
+    # Scale model-space pixels to original pixels (letterbox padding already cut away).
+    local = Geometry(geo.original_hw, region.shape, geo.scale_x, geo.scale_y, 0, 0)
+    px_per_model_px = 1.0 / (geo.scale_x * geo.scale_y)
+    area_px = int(round(drawn_px * px_per_model_px))
+    area_cm2 = None
+    if pixel_spacing_mm is not None:
+        area_cm2 = area_px * float(pixel_spacing_mm[0]) * float(pixel_spacing_mm[1]) / 100.0
+    ys, xs = np.nonzero(drawn)
+    x0 = int(np.floor(xs.min() / geo.scale_x))
+    y0 = int(np.floor(ys.min() / geo.scale_y))
+    x1 = min(geo.original_hw[1], int(np.ceil((xs.max() + 1) / geo.scale_x)))
+    y1 = min(geo.original_hw[0], int(np.ceil((ys.max() + 1) / geo.scale_y)))
+    return Finding(
+        pneumothorax=positive, probability=probability, seg_max_probability=seg_max,
+        area_px=area_px, area_fraction=drawn_px / float(valid_px), area_cm2=area_cm2,
+        side=patient_side(drawn), bbox=(x0, y0, x1 - x0, y1 - y0), contours=_contours(drawn, local),
+        segmenter_skipped=False, reasons=reasons)
+
+
+def contours_to_mask(contours: List[List[Tuple[int, int]]], hw: Tuple[int, int]) -> np.ndarray:
+    """Rasterise a Finding's contours into a uint8 0/1 mask of the original size
+    (for evaluation and overlays)."""
+    mask = np.zeros(hw, np.uint8)
+    if contours:
+        cv2.fillPoly(mask, [np.asarray(c, np.int32).reshape(-1, 1, 2) for c in contours], 1)
+    return mask

@@ -1,0 +1,120 @@
+"""Postprocess on synthetic probability maps with known area, side and box."""
+import numpy as np
+import pytest
+
+from edge.inference.manifest import PreprocessSpec
+from edge.postprocess import (Thresholds, classifier_probability, contours_to_mask, make_finding,
+                              patient_side, sigmoid, skip_segmenter)
+from edge.preprocess import plan_geometry
+
+TH = Thresholds(classifier_positive=0.8, skip_segmenter_below=0.1, pixel_high=0.7,
+                min_area_fraction=0.01, pixel_low=0.4, gate_segmenter=True)
+
+
+def stretch_geometry(original_hw, size=(100, 100)):
+    return plan_geometry(original_hw, PreprocessSpec(size, 1, (0.0,), (1.0,), "stretch"))
+
+
+def block_map(size=100, rows=(10, 30), cols=(5, 25), value=0.95):
+    prob = np.zeros((size, size), np.float32)
+    prob[rows[0]:rows[1], cols[0]:cols[1]] = value
+    return prob
+
+
+def test_block_in_image_left_half_is_patients_right_with_exact_area_and_box():
+    # Model map 100x100 for a 1000x2000 (h x w) image: 1 model px = 10 x 20 original px.
+    geo = stretch_geometry((1000, 2000))
+    f = make_finding(0.5, block_map(), geo, TH, pixel_spacing_mm=(0.1, 0.1))
+    assert f.pneumothorax
+    assert f.side == "right"
+    assert f.area_fraction == pytest.approx(400 / 10000)
+    assert f.area_px == 400 * 10 * 20
+    assert f.area_cm2 == pytest.approx(400 * 200 * 0.01 / 100)
+    assert f.bbox == (5 * 20, 10 * 10, 20 * 20, 20 * 10)
+    assert f.seg_max_probability == pytest.approx(0.95)
+    assert any("segmenter" in r for r in f.reasons)
+
+
+def test_block_in_image_right_half_is_patients_left():
+    f = make_finding(0.5, block_map(cols=(70, 90)), stretch_geometry((500, 500)), TH)
+    assert f.side == "left"
+
+
+def test_blocks_on_both_sides_are_bilateral():
+    prob = block_map(cols=(5, 25)) + block_map(cols=(70, 90))
+    assert make_finding(0.5, prob, stretch_geometry((500, 500)), TH).side == "bilateral"
+
+
+def test_area_below_minimum_is_negative_and_draws_nothing():
+    prob = block_map(rows=(10, 15), cols=(10, 15))   # 25 px = 0.25 % < 1 %
+    f = make_finding(0.5, prob, stretch_geometry((500, 500)), TH)
+    assert not f.pneumothorax
+    assert f.area_px == 0 and f.bbox is None and f.side is None and f.contours == []
+
+
+def test_classifier_alone_above_its_threshold_raises_the_alert():
+    f = make_finding(0.9, np.zeros((100, 100), np.float32), stretch_geometry((500, 500)), TH)
+    assert f.pneumothorax
+    assert f.reasons == ["classifier p=0.900 >= 0.800"]
+
+
+def test_drawn_outline_uses_the_low_threshold():
+    prob = block_map(value=0.95)
+    prob[30:40, 5:25] = 0.5            # between pixel_low and pixel_high: drawn, not evidence
+    f = make_finding(0.5, prob, stretch_geometry((100, 100)), TH)
+    assert f.area_px == 400 + 200
+
+
+def test_no_pixel_spacing_means_no_cm2():
+    f = make_finding(0.5, block_map(), stretch_geometry((100, 100)), TH)
+    assert f.area_cm2 is None
+
+
+def test_letterbox_padding_is_not_counted():
+    spec = PreprocessSpec((100, 100), 1, (0.0,), (1.0,), "letterbox")
+    geo = plan_geometry((500, 1000), spec)          # image occupies rows 25..75
+    prob = np.zeros((100, 100), np.float32)
+    prob[0:25, :] = 0.99                            # padding only
+    f = make_finding(0.5, prob, geo, TH)
+    assert not f.pneumothorax and f.area_px == 0
+
+
+def test_contours_rasterise_back_to_the_box():
+    geo = stretch_geometry((400, 400))
+    f = make_finding(0.5, block_map(), geo, TH)
+    mask = contours_to_mask(f.contours, (400, 400))
+    x, y, w, h = f.bbox
+    inside = mask[y:y + h, x:x + w].mean()
+    assert inside > 0.9
+    assert mask.sum() == pytest.approx(f.area_px, rel=0.1)
+
+
+def test_skipped_segmenter_gives_classifier_only_finding():
+    assert skip_segmenter(0.05, TH)
+    assert not skip_segmenter(0.5, TH)
+    f = make_finding(0.05, None, None, TH)
+    assert f.segmenter_skipped and not f.pneumothorax and f.seg_max_probability is None
+
+
+def test_gate_off_never_skips():
+    th = Thresholds(0.8, 0.1, 0.7, 0.01, 0.4, gate_segmenter=False)
+    assert not skip_segmenter(0.0, th)
+
+
+def test_sigmoid_is_stable_for_large_logits():
+    out = sigmoid(np.array([-1000.0, 0.0, 1000.0]))
+    assert np.all(np.isfinite(out))
+    assert out.tolist() == pytest.approx([0.0, 0.5, 1.0])
+
+
+def test_patient_side_of_empty_mask_is_none():
+    assert patient_side(np.zeros((10, 10), bool)) is None
+
+
+class _M:
+    name, output_kind = "m", "logit"
+
+
+def test_classifier_probability_logit_and_two_class_softmax():
+    assert classifier_probability(np.array([[0.0]]), _M) == pytest.approx(0.5)
+    assert classifier_probability(np.array([[0.0, np.log(3.0)]]), _M) == pytest.approx(0.75)
