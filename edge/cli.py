@@ -35,7 +35,11 @@ def _settings(args):
     from edge.config import load_config
     overrides = {key: getattr(args, attr) for attr, key in OVERRIDE_FLAGS
                  if getattr(args, attr, None) is not None}
-    return load_config(args.config, overrides)
+    settings = load_config(args.config, overrides)
+    if getattr(args, "log_level", None) is None:
+        from edge.logsetup import setup_logging
+        setup_logging(settings.log_level)
+    return settings
 
 
 def cmd_run(args) -> int:

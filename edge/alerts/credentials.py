@@ -9,6 +9,7 @@ import ssl
 from typing import Optional
 
 from edge.errors import AlertError
+from edge.logsetup import register_secret
 from edge.settings import MqttSettings, TlsSettings
 
 
@@ -49,6 +50,9 @@ def configure_client(client, settings: MqttSettings) -> None:
     Raises AlertError for unreadable secrets or certificate files, so a bad
     configuration fails at start-up rather than on every reconnect."""
     password = resolve_password(settings)
+    key_password = resolve_key_password(settings.tls) if settings.tls.enabled else None
+    for secret in (password, key_password):
+        register_secret(secret)   # redacted from every log line from now on
     if settings.username:
         client.username_pw_set(settings.username, password)
     elif password is not None:
@@ -65,7 +69,7 @@ def configure_client(client, settings: MqttSettings) -> None:
     try:
         client.tls_set(ca_certs=tls.ca_file or None, certfile=tls.cert_file or None,
                        keyfile=tls.key_file or None,
-                       keyfile_password=resolve_key_password(tls),
+                       keyfile_password=key_password,
                        cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
     except (ssl.SSLError, OSError, ValueError) as exc:
         # ssl errors name the file and the OpenSSL reason, never the pass phrase

@@ -19,7 +19,6 @@ from edge.errors import AlertError
 from edge.settings import MqttSettings
 
 
-
 def _clock(payload: Dict[str, Any]) -> str:
     stamp = str(payload.get("created_at") or payload.get("at") or "")
     return stamp[11:19] if len(stamp) >= 19 else time.strftime("%H:%M:%S", time.gmtime())
