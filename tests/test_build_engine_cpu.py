@@ -1,0 +1,124 @@
+"""CPU INT8 variants: built from tiny ONNX models, loadable by the runtime, measured in one run."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from build_engine.__main__ import main
+from build_engine.calibration import StaleCalibrationCache, cache_key, save_batches
+from build_engine.cpu_variant import build_cpu_int8
+from build_engine.profiles import load_profile
+from build_engine.tiny_models import make_classifier, make_segmenter
+from edge.inference.manifest import file_sha256, load_manifest
+from edge.inference.onnxruntime import OnnxRuntimeBackend
+
+FAST_CPU = """
+name: cpu-fast
+runtime: onnxruntime
+precisions: [fp32, int8]
+build: {workspace_mib: 64, max_opset: 21, batch: 1}
+calibration: {images: 8, batch: 1, method: minmax}
+quantization: {formats: [qdq, qoperator], activation_type: uint8, weight_type: int8, per_channel: true}
+bench: {runs: 5, warmup: 1, golden_images: 4}
+parity:
+  fp32: {max_abs_diff: 0.0001, max_prob_diff: 0.0001, min_dice: 0.999}
+  int8: {max_abs_diff: 1.0, max_prob_diff: 0.2, min_dice: 0.5}
+int8_budget: {max_prob_diff: 0.2, min_dice: 0.5, fallback_op_types: [Resize]}
+"""
+
+
+@pytest.fixture
+def fast_profile(tmp_path):
+    path = tmp_path / "cpu-fast.yaml"
+    path.write_text(FAST_CPU)
+    return str(path)
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A calibration folder of real PNG files (made here, not shared data)."""
+    import cv2
+    from build_engine.calibration import phantom
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i in range(10):
+        cv2.imwrite(str(folder / ("img%02d.png" % i)), (phantom(i, (300, 280)) * 255).astype(np.uint8))
+    return str(folder)
+
+
+@pytest.mark.parametrize("make", [make_classifier, make_segmenter])
+def test_cli_builds_an_int8_variant_the_runtime_runs(tmp_path, fast_profile, images, make, capsys):
+    onnx_path = make(str(tmp_path / "models"), size=64, width=8)
+    code = main(["--onnx", onnx_path, "--device", fast_profile, "--precision", "int8", "--calib-dir", images,
+                 "--golden-dir", images, "--quiet"])
+    assert code == 0
+    variant = onnx_path[:-5] + ".int8.onnx"
+    man = load_manifest(variant)
+    assert man.precision == "int8"
+    assert man.derived_from == file_sha256(onnx_path)
+    assert man.sha256 == file_sha256(variant)
+    backend = OnnxRuntimeBackend(man)
+    fp32 = OnnxRuntimeBackend(load_manifest(onnx_path))
+    x = np.random.RandomState(0).uniform(-2, 2, (1, 1, 64, 64)).astype(np.float32)
+    assert backend.run(x).shape == fp32.run(x).shape
+    assert backend.precision == "int8"
+
+    report = json.loads(open(onnx_path[:-5] + ".int8.report.json").read())
+    assert set(report["formats"]) == {"qdq", "qoperator"}
+    assert report["chosen_format"] in ("qdq", "qoperator")
+    for key in ("median", "p95"):
+        assert report["speedup_vs_fp32"][key] > 0
+    assert report["fp32"]["latency"]["runs"] == 5
+    assert report["parity"]["n"] == 4 and report["parity"]["max_abs_diff"] >= 0
+    assert (report["parity"]["min_dice"] is not None) == (man.task == "segmentation")
+    assert report["calibration"]["source"] == "images" and "warning" not in report
+    md = open(onnx_path[:-5] + ".int8.report.md").read()
+    assert "speed-up" in md and "max probability diff" in md
+    assert "speed-up" in capsys.readouterr().out
+
+
+def test_phantom_calibration_is_said_loudly(tmp_path, fast_profile):
+    onnx_path = make_classifier(str(tmp_path / "m"), size=32, width=4)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    report = build_cpu_int8(onnx_path, load_profile(fast_profile), calib_dir=str(empty), golden_dir=str(empty))
+    assert report["calibration"]["source"] == "phantoms"
+    assert "PHANTOMS" in report["warning"]
+    assert "WARNING" in open(onnx_path[:-5] + ".int8.report.md").read()
+
+
+def test_stale_calibration_cache_is_refused(tmp_path, fast_profile, images):
+    onnx_path = make_classifier(str(tmp_path / "m"), size=32, width=4)
+    cache = onnx_path[:-5] + ".calib.npz"
+    save_batches(cache, np.zeros((2, 1, 32, 32), np.float32), cache_key("other-model", "d", "s"), "foreign")
+    with pytest.raises(StaleCalibrationCache, match="refusing to reuse"):
+        build_cpu_int8(onnx_path, load_profile(fast_profile), calib_dir=images, golden_dir=images)
+    # --recalibrate replaces it, and the fresh cache is reused by the next run
+    build_cpu_int8(onnx_path, load_profile(fast_profile), calib_dir=images, golden_dir=images, recalibrate=True)
+    report = build_cpu_int8(onnx_path, load_profile(fast_profile), calib_dir=images, golden_dir=images)
+    assert report["calibration"]["decoders"] == ["cache"]
+
+
+def test_parity_past_tolerance_installs_nothing_unless_forced(tmp_path, fast_profile, images, capsys):
+    strict = open(fast_profile).read().replace("int8: {max_abs_diff: 1.0, max_prob_diff: 0.2, min_dice: 0.5}",
+                                               "int8: {max_abs_diff: 0.0, max_prob_diff: 0.0, min_dice: 1.0}")
+    path = tmp_path / "strict.yaml"
+    path.write_text(strict)
+    onnx_path = make_segmenter(str(tmp_path / "m"), size=32, width=4)
+    code = main(["--onnx", onnx_path, "--device", str(path), "--precision", "int8", "--calib-dir", images,
+                 "--golden-dir", images, "--quiet"])
+    assert code == 4
+    assert "PARITY FAILURE" in capsys.readouterr().err
+    assert not os.path.exists(onnx_path[:-5] + ".int8.onnx")
+    assert json.load(open(onnx_path[:-5] + ".int8.report.json"))["status"] == "failed"
+    assert main(["--onnx", onnx_path, "--device", str(path), "--precision", "int8", "--calib-dir", images,
+                 "--golden-dir", images, "--quiet", "--force"]) == 0
+    assert json.load(open(onnx_path[:-5] + ".int8.report.json"))["status"] == "forced"
+    assert load_manifest(onnx_path[:-5] + ".int8.onnx").precision == "int8"
+
+
+def test_a_precision_the_cpu_profile_lacks_is_refused(tmp_path, capsys):
+    onnx_path = make_classifier(str(tmp_path / "m"), size=32, width=4)
+    assert main(["--onnx", onnx_path, "--device", "cpu", "--precision", "fp16", "--quiet"]) == 2
+    assert "does not support fp16" in capsys.readouterr().err
