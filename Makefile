@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-runtime
 MSTAMP  := $(VENV)/.installed-models
 PIP     := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: venv venv-models run test test-fast bench mosquitto clean
+.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -41,6 +41,28 @@ run: venv mosquitto
 test: venv-models mosquitto
 	$(BIN)/vermin -t=3.8- --no-tips --violations --eval-annotations edge build_engine
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory test-floor
+
+# The runtime's tests against the lowest dependency versions we declare (the ones
+# that exist for Python 3.8 on JetPack 5, e.g. pydicom 2.4): there is no 3.8 here,
+# so this plus vermin is how the 3.8 floor is kept. onnx 1.14 is test tooling that
+# onnxruntime 1.15's quantiser still understands.
+FLOOR      := .venv-floor
+FSTAMP     := $(FLOOR)/.installed
+RUNTIME_TESTS := tests/test_decode*.py tests/test_capture_*.py tests/test_config.py \
+	tests/test_logsetup.py tests/test_postprocess.py tests/test_pipeline.py tests/test_alerts_*.py \
+	tests/test_appliance.py tests/test_engine_sidecar.py tests/test_buffers.py tests/test_doctor.py
+venv-floor: $(FSTAMP)
+$(FSTAMP): requirements/floor-py38.txt
+	@test -x $(FLOOR)/bin/python || $(PY) -m venv $(FLOOR)
+	$(FLOOR)/bin/python -m pip -q --disable-pip-version-check install -r requirements/floor-py38.txt \
+	  pytest onnx==1.14.1 psutil
+	@touch $@
+
+test-floor: venv-floor mosquitto
+	@echo "runtime tests on the dependency floor:"; $(FLOOR)/bin/python -m pip list 2>/dev/null | \
+	  grep -iE '^(numpy|pydicom|opencv-python-headless|paho-mqtt|onnxruntime|pylibjpeg.*|PyYAML) '
+	PYTHONPATH=$(CURDIR) $(FLOOR)/bin/python -m pytest -q -p no:cacheprovider $(RUNTIME_TESTS)
 
 # Without torch: the runtime's own tests only.
 test-fast: venv mosquitto
@@ -50,4 +72,4 @@ bench: venv mosquitto
 	$(BIN)/pneumo-edge bench --config config/edge.yaml
 
 clean:
-	rm -rf $(VENV) capture state bench-results .pytest_cache
+	rm -rf $(VENV) $(FLOOR) capture state bench-results .pytest_cache
