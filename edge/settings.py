@@ -14,6 +14,7 @@ class CaptureSettings:
     watch: str = "auto"                  # auto (inotify, else poll) | inotify | poll
     poll_interval_s: float = 0.25
     settle_s: float = 0.5                # size and mtime unchanged this long = written
+    trust_rename: bool = True            # inotify: a file renamed into incoming/ is complete (no settle wait)
     on_success: str = "move"             # move (to done/) | delete
     ignore: List[str] = field(default_factory=lambda: [".*", "*.part", "*.tmp"])
 

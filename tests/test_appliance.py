@@ -146,13 +146,18 @@ def test_an_identical_file_sent_again_is_not_alerted_twice(appliance, mosquitto)
     topics = appliance.topics
     with Subscriber(mosquitto.port, [topics.alert, topics.event]) as sub:
         appliance.start()
-        first = drop_dicom(appliance.folders.incoming, "a.dcm", seed=3, positive=True)
-        data = open(first, "rb").read()
+        original = drop_dicom(os.path.dirname(appliance.folders.incoming), "a.dcm", seed=3, positive=True)
+        data = open(original, "rb").read()
+
+        def send(name):                         # the very same bytes each time
+            dest = os.path.join(appliance.folders.incoming, name)
+            with open(dest + ".part", "wb") as fh:
+                fh.write(data)
+            os.rename(dest + ".part", dest)
+
+        send("a.dcm")
         wait_msgs(sub, lambda: received(sub, topics.alert), 30)
-        again = os.path.join(appliance.folders.incoming, "a-again.dcm")
-        with open(again + ".part", "wb") as fh:
-            fh.write(data)                      # the very same bytes, sent again
-        os.rename(again + ".part", again)
+        send("a-again.dcm")
         wait_msgs(sub, lambda: received(sub, topics.event), 30)
         time.sleep(0.5)
     assert len(received(sub, topics.alert)) == 1

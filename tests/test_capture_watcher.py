@@ -153,3 +153,34 @@ def test_filesystem_type_picks_the_deepest_mount():
     assert filesystem_type("/mnt/cart/smb/incoming", MOUNTS) == "cifs"
     assert filesystem_type("/mnt/cartridge", MOUNTS) == "ext4"
     assert filesystem_type("/media/my disk/incoming", MOUNTS) == "exfat"
+
+
+def test_inotify_takes_a_file_renamed_into_place_without_the_settle_wait(incoming, tmp_path):
+    if not _inotify_works(tmp_path):
+        pytest.skip("inotify is not available here")
+    with _watcher(incoming, "inotify", settle_s=3600) as watcher:   # settling would take an hour
+        watcher.wait_ready(0.1)
+        part = incoming / "film.dcm.part"
+        part.write_bytes(b"x" * 1000)
+        os.rename(str(part), str(incoming / "film.dcm"))
+        assert _collect(watcher, 1) == [str(incoming / "film.dcm")]
+
+
+def test_a_file_written_in_place_still_waits_to_settle(incoming, tmp_path):
+    if not _inotify_works(tmp_path):
+        pytest.skip("inotify is not available here")
+    with _watcher(incoming, "inotify", settle_s=3600) as watcher:
+        (incoming / "film.dcm").write_bytes(b"x" * 1000)
+        assert watcher.wait_ready(1.0) == []
+
+
+def test_trust_rename_off_settles_renamed_files_too(incoming, tmp_path):
+    if not _inotify_works(tmp_path):
+        pytest.skip("inotify is not available here")
+    settings = CaptureSettings(dir=str(incoming.parent), watch="inotify", settle_s=3600,
+                               trust_rename=False)
+    with Watcher(str(incoming), settings) as watcher:
+        part = incoming / "film.dcm.part"
+        part.write_bytes(b"x" * 1000)
+        os.rename(str(part), str(incoming / "film.dcm"))
+        assert watcher.wait_ready(1.0) == []

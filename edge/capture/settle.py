@@ -7,7 +7,7 @@ network share sends no close events, so nothing less is trusted.
 """
 import fnmatch
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import AbstractSet, Dict, Iterable, List, Mapping, Optional, Tuple
 
 
 def is_ignored(name: str, patterns: Iterable[str]) -> bool:
@@ -32,14 +32,17 @@ class SettleTracker:
         self.settle_s = max(0.0, float(settle_s))
         self._seen = {}  # type: Dict[str, _Seen]
 
-    def observe(self, name: str, size: int, mtime_ns: int, now: float) -> bool:
-        """Record one observation; True if `name` has just become ready."""
+    def observe(self, name: str, size: int, mtime_ns: int, now: float,
+                complete: bool = False) -> bool:
+        """Record one observation; True if `name` has just become ready.
+        `complete`: the writer is known to be done (renamed into place), so
+        the settle wait is skipped."""
         seen = self._seen.get(name)
         if seen is None or seen.size != size or seen.mtime_ns != mtime_ns:
             # New or changed: the settle clock (re)starts from this sighting.
             seen = _Seen(size, mtime_ns, now)
             self._seen[name] = seen
-        if seen.handed or now - seen.since < self.settle_s:
+        if seen.handed or (not complete and now - seen.since < self.settle_s):
             return False
         seen.handed = True
         return True
@@ -47,14 +50,16 @@ class SettleTracker:
     def forget(self, name: str) -> None:
         self._seen.pop(name, None)
 
-    def update(self, observations: Mapping[str, Tuple[int, int]], now: float) -> List[str]:
+    def update(self, observations: Mapping[str, Tuple[int, int]], now: float,
+               complete: AbstractSet[str] = frozenset()) -> List[str]:
         """Observe a whole directory listing {name: (size, mtime_ns)}; names
-        absent from it are forgotten. Returns the newly ready names, oldest
-        mtime first (the order the cart wrote them)."""
+        absent from it are forgotten; names in `complete` need no settle wait.
+        Returns the newly ready names, oldest mtime first (the order the cart
+        wrote them)."""
         for name in [n for n in self._seen if n not in observations]:
             del self._seen[name]
         ready = [name for name, (size, mtime_ns) in observations.items()
-                 if self.observe(name, size, mtime_ns, now)]
+                 if self.observe(name, size, mtime_ns, now, name in complete)]
         ready.sort(key=lambda n: (self._seen[n].mtime_ns, n))
         return ready
 

@@ -8,9 +8,9 @@ import logging
 import os
 import re
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
-from edge.capture.inotify import Inotify, InotifyUnavailable
+from edge.capture.inotify import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Inotify, InotifyUnavailable
 from edge.capture.settle import SettleTracker, is_ignored
 from edge.errors import CaptureError
 from edge.settings import CaptureSettings
@@ -68,6 +68,9 @@ class Watcher:
         self._clock = clock
         self._tracker = SettleTracker(settings.settle_s)
         self._inotify = None  # type: Optional[Inotify]
+        # Names renamed into incoming/ (inotify IN_MOVED_TO) and not written since:
+        # an atomic rename means the writer is done, so they skip the settle wait.
+        self._moved_in = set()  # type: Set[str]
         self.mode = self._start(settings.watch)
 
     def _start(self, watch: str) -> str:
@@ -102,7 +105,10 @@ class Watcher:
         deadline = self._clock() + max(0.0, timeout)
         while True:
             now = self._clock()
-            ready = self._tracker.update(self._scan(), now)
+            listing = self._scan()
+            self._moved_in &= set(listing)
+            ready = self._tracker.update(listing, now, self._moved_in)
+            self._moved_in.difference_update(ready)
             if ready:
                 return [os.path.join(self.incoming_dir, name) for name in ready]
             remaining = deadline - self._clock()
@@ -119,7 +125,14 @@ class Watcher:
 
     def _pause(self, seconds: float) -> None:
         if self._inotify is not None:
-            self._inotify.read_events(seconds)   # any event just triggers a rescan
+            # Any event triggers a rescan; renames into place also mark the file complete.
+            for event in self._inotify.read_events(seconds):
+                if not event.name:
+                    continue
+                if event.mask & IN_MOVED_TO and self._settings.trust_rename:
+                    self._moved_in.add(event.name)
+                elif event.mask & (IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE):
+                    self._moved_in.discard(event.name)   # written after the rename: settle as usual
         else:
             time.sleep(seconds)
 
