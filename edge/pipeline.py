@@ -1,13 +1,34 @@
-"""One Image -> Result. No folders, no MQTT: easy to test and to benchmark."""
+"""One Image -> Result. No folders, no MQTT: easy to test and to benchmark.
+
+`run` = `infer(prepare(image))`. The split lets a caller overlap the CPU
+work around the models (decode, resize, normalise) with inference: a
+Prefetcher thread prepares the next image while the models run this one.
+"""
+import queue
+import threading
 import time
-from typing import Dict, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
+
+import numpy as np
 
 from edge.inference.backend import Backend
 from edge.postprocess import (Thresholds, classifier_probability, make_finding, resolve_thresholds,
                               segmenter_probability, skip_segmenter)
 from edge.preprocess import preprocess
 from edge.settings import DecisionSettings
-from edge.types import Image, Result
+from edge.types import Geometry, Image, Result
+
+
+@dataclass
+class Prepared:
+    """An image with its model inputs made (the segmenter's may be deferred)."""
+    image: Image
+    cls_in: np.ndarray
+    cls_geo: Geometry
+    seg_in: Optional[np.ndarray] = None
+    seg_geo: Optional[Geometry] = None
+    timings_ms: Dict[str, float] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -23,26 +44,38 @@ class Pipeline:
         self.models = [classifier.info(), segmenter.info()]
         self._same_input = classifier.manifest.preprocessing == segmenter.manifest.preprocessing
 
-    def run(self, image: Image, thresholds: Optional[Thresholds] = None) -> Result:
+    def prepare(self, image: Image, segmenter_input: bool = True) -> Prepared:
+        """Make the model inputs. `segmenter_input=False` defers the
+        segmenter's to `infer`, which then makes it only if the gate opens
+        (the right choice when nothing runs alongside)."""
+        t0 = time.perf_counter()
+        cls_in, cls_geo = preprocess(image.pixels, self.classifier.manifest.preprocessing)
+        prepared = Prepared(image, cls_in, cls_geo)
+        if self._same_input:
+            prepared.seg_in, prepared.seg_geo = cls_in, cls_geo
+        elif segmenter_input:
+            prepared.seg_in, prepared.seg_geo = preprocess(image.pixels, self.segmenter.manifest.preprocessing)
+        prepared.timings_ms["preprocess_ms"] = (time.perf_counter() - t0) * 1000.0
+        return prepared
+
+    def infer(self, prepared: Prepared, thresholds: Optional[Thresholds] = None) -> Result:
         th = thresholds or self.thresholds
-        timings: Dict[str, float] = {}
+        timings = dict(prepared.timings_ms)
+        timings.setdefault("preprocess_ms", 0.0)
         clock = time.perf_counter
 
-        t0 = clock()
-        cls_in, cls_geo = preprocess(image.pixels, self.classifier.manifest.preprocessing)
         t1 = clock()
-        probability = classifier_probability(self.classifier.run(cls_in), self.classifier.manifest)
+        probability = classifier_probability(self.classifier.run(prepared.cls_in), self.classifier.manifest)
         t2 = clock()
-        timings["preprocess_ms"] = (t1 - t0) * 1000.0
         timings["classify_ms"] = (t2 - t1) * 1000.0
 
         seg_prob = geo = None
         if not skip_segmenter(probability, th):
             t3 = clock()
-            if self._same_input:
-                seg_in, geo = cls_in, cls_geo
-            else:
-                seg_in, geo = preprocess(image.pixels, self.segmenter.manifest.preprocessing)
+            if prepared.seg_in is None:
+                prepared.seg_in, prepared.seg_geo = preprocess(prepared.image.pixels,
+                                                               self.segmenter.manifest.preprocessing)
+            seg_in, geo = prepared.seg_in, prepared.seg_geo
             t4 = clock()
             seg_prob = segmenter_probability(self.segmenter.run(seg_in), self.segmenter.manifest)
             t5 = clock()
@@ -52,10 +85,13 @@ class Pipeline:
             timings["segment_ms"] = 0.0
 
         t6 = clock()
-        finding = make_finding(probability, seg_prob, geo, th, image.pixel_spacing_mm)
+        finding = make_finding(probability, seg_prob, geo, th, prepared.image.pixel_spacing_mm)
         timings["postprocess_ms"] = (clock() - t6) * 1000.0
         return Result(finding=finding, models=list(self.models), timings_ms=timings,
                       thresholds=th.as_dict())
+
+    def run(self, image: Image, thresholds: Optional[Thresholds] = None) -> Result:
+        return self.infer(self.prepare(image, segmenter_input=False), thresholds)
 
     def warmup(self, iterations: int = 2) -> Dict[str, Dict[str, float]]:
         return {b.manifest.name: b.warmup(iterations) for b in (self.classifier, self.segmenter)}
@@ -63,3 +99,67 @@ class Pipeline:
     def close(self) -> None:
         self.classifier.close()
         self.segmenter.close()
+
+
+_END = object()
+
+
+class Prefetcher:
+    """Runs `load(item)` for each item on one background thread, at most
+    `depth` results ahead; iterate to get (item, result) in order. An
+    exception from `load` is re-raised at that item's turn, as
+    (item, exception) when `errors="yield"`. Leaving the `with` block early
+    stops the thread after the item it is loading."""
+
+    def __init__(self, load: Callable[[Any], Any], items: Iterable[Any], depth: int = 2,
+                 errors: str = "raise"):
+        self._load = load
+        self._items = items
+        self._errors = errors
+        self._queue = queue.Queue(maxsize=max(1, depth))  # type: queue.Queue
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="prefetch", daemon=True)
+
+    def __enter__(self) -> "Prefetcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)   # unblock a put()
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def __iter__(self) -> Iterator[Tuple[Any, Any]]:
+        while True:
+            entry = self._queue.get()
+            if entry is _END:
+                return
+            item, ok, value = entry
+            if not ok and self._errors == "raise":
+                raise value
+            yield item, value
+
+    def _put(self, entry: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        for item in self._items:
+            if self._stop.is_set():
+                return
+            try:
+                entry = (item, True, self._load(item))
+            except Exception as exc:  # handed to the consumer, in order
+                entry = (item, False, exc)
+            if not self._put(entry):
+                return
+        self._put(_END)

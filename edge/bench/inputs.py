@@ -1,0 +1,137 @@
+"""Bench inputs: generated chest-like radiographs (DICOM uncompressed, DICOM
+JPEG 2000, PNG) or the files of a folder, held in memory as bytes.
+
+The ledger deduplicates by content hash, so every file dropped into the
+appliance must differ: `unique_bytes` patches a same-length counter into
+the DICOM SOP Instance UID (a valid UID either way) or appends a few bytes
+after a PNG's IEND chunk (decoders ignore them).
+"""
+import io
+import os
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+KINDS = ("dicom", "j2k", "png")
+_UID_ROOT = "1.2.826.0.1.3680043.8.498.7."
+_UID_SLOT = b"900000000000"           # replaced by "9%011d" % index
+
+
+@dataclass(frozen=True)
+class BenchInput:
+    name: str
+    kind: str               # dicom | j2k | png | folder
+    height: int
+    width: int
+    data: bytes
+
+
+def phantom(h: int, w: int, seed: int = 0, bits: int = 12) -> np.ndarray:
+    """uint16 chest-like picture: air, body, lungs, ribs, mediastinum, noise."""
+    rng = np.random.default_rng(seed)
+    y = (np.arange(h, dtype=np.float32) / h)[:, None]
+    x = (np.arange(w, dtype=np.float32) / w)[None, :]
+    img = np.full((h, w), 0.08, np.float32)
+    body = ((x - 0.5) / 0.46) ** 2 + ((y - 0.55) / 0.52) ** 2 < 1.0
+    img[body] = 0.55
+    for cx in (0.3, 0.7):
+        img[((x - cx) / 0.15) ** 2 + ((y - 0.45) / 0.3) ** 2 < 1.0] = 0.22
+    for k in range(8):
+        img[(np.abs(y - 0.22 - 0.075 * k - 0.04 * np.cos((x - 0.5) * 6.0)) < 0.008) & body] += 0.15
+    img[(np.abs(x - 0.5) < 0.07) & (y > 0.1) & body] = 0.85
+    img += rng.normal(0.0, 0.01, (h, w)).astype(np.float32)
+    return (np.clip(img, 0.0, 1.0) * ((1 << bits) - 1)).astype(np.uint16)
+
+
+def j2k_problem() -> Optional[str]:
+    """Why JPEG 2000 DICOM cannot be written here, or None."""
+    try:
+        from pydicom.pixels import get_encoder      # pydicom 3
+    except ImportError:
+        return "pydicom 2.x cannot encode JPEG 2000 (inputs need pydicom 3 + pylibjpeg-openjpeg)"
+    encoder = get_encoder("1.2.840.10008.1.2.4.90")
+    if not encoder.is_available:
+        return "no JPEG 2000 encoder: %s" % "; ".join(encoder.missing_dependencies)
+    return None
+
+
+def dicom_bytes(pixels: np.ndarray, compress_j2k: bool = False, bits: int = 12) -> bytes:
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.SOPInstanceUID = _UID_ROOT + _UID_SLOT.decode()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "DX"
+    ds.ViewPosition = "PA"
+    ds.PixelSpacing = [0.15, 0.15]
+    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
+    ds.WindowCenter, ds.WindowWidth = 2048, 4096
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    if compress_j2k:
+        ds.compress("1.2.840.10008.1.2.4.90", pixels.astype(np.uint16), generate_instance_uid=False)
+    buf = io.BytesIO()
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(buf, enforce_file_format=True)
+    else:
+        ds.save_as(buf, write_like_original=False)
+    return buf.getvalue()
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    import cv2
+    ok, buf = cv2.imencode(".png", (pixels.astype(np.uint32) * 16).clip(0, 65535).astype(np.uint16))
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a PNG")
+    return buf.tobytes()
+
+
+def generate(kinds: Sequence[str], sizes: Sequence[int], per_combo: int = 1,
+             notes: Optional[List[str]] = None) -> List[BenchInput]:
+    """One or more phantoms per (kind, size); kinds that cannot be written
+    here are skipped with a line in `notes`."""
+    out = []
+    for kind in kinds:
+        if kind not in KINDS:
+            raise ValueError("unknown input kind %r (choose from %s)" % (kind, ", ".join(KINDS)))
+        if kind == "j2k":
+            why = j2k_problem()
+            if why:
+                if notes is not None:
+                    notes.append("JPEG 2000 inputs skipped: " + why)
+                continue
+        for size in sizes:
+            for seed in range(per_combo):
+                px = phantom(size, size, seed=seed)
+                data = png_bytes(px) if kind == "png" else dicom_bytes(px, compress_j2k=kind == "j2k")
+                out.append(BenchInput("%s-%d-%d" % (kind, size, seed), kind, size, size, data))
+    return out
+
+
+def from_folder(path: str, limit: int = 0) -> List[BenchInput]:
+    """Every regular file of a folder (not recursive), sorted by name."""
+    names = sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)) and not n.startswith("."))
+    if limit:
+        names = names[:limit]
+    out = []
+    for n in names:
+        with open(os.path.join(path, n), "rb") as fh:
+            out.append(BenchInput(n, "folder", 0, 0, fh.read()))
+    return out
+
+
+def unique_bytes(item: BenchInput, index: int) -> bytes:
+    """The item's bytes made unique by `index` (see the module docstring)."""
+    if item.kind in ("dicom", "j2k"):
+        return item.data.replace(_UID_SLOT, ("9%011d" % index).encode())
+    return item.data + b"bench%08d" % index
