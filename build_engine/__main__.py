@@ -108,8 +108,13 @@ def run_ensure(argv: List[str]) -> int:
     from build_engine.ensure import ensure_engines
     from edge.settings import Settings
     settings = _load_settings(args.config) if args.config else Settings()
-    results = ensure_engines(settings, on_state=lambda s: print("state: %s" % s, flush=True), force=args.force,
-                             calib_dir=args.calib_dir)
+    from edge.alerts.announce import announce_state
+
+    def on_state(state: str) -> None:
+        print("state: %s" % state, flush=True)
+        announce_state(settings, state)   # the displays see why the cart is not alerting yet
+
+    results = ensure_engines(settings, on_state=on_state, force=args.force, calib_dir=args.calib_dir)
     for r in results:
         print("%-10s %-8s %s%s" % (r.role, r.action, r.engine, ("  (" + "; ".join(r.reasons) + ")") if r.reasons
                                    else ""))
