@@ -1,8 +1,11 @@
 """Wiring and lifecycle of the appliance: capture -> decode -> pipeline -> outbox -> MQTT.
 
-Threads: the main thread waits for signals; one worker thread owns the
-capture folders and the models; the publisher (edge.alerts.publisher) owns
-MQTT. They meet only in SQLite (ledger + outbox in one database), so
+Threads: the main thread waits for signals; the intake thread claims files,
+decodes and preprocesses them; the inference thread runs the models, renders
+the overlay and commits; the publisher (edge.alerts.publisher) owns MQTT.
+Intake hands over at most one prepared image at a time, so decoding the next
+film overlaps the models' work on this one without piling images up in
+memory. The threads meet in SQLite (ledger + outbox in one database), so
 "image done" and "alert queued" commit together and survive a power cut.
 
 Crash safety, step by step for one file:
@@ -20,8 +23,8 @@ import signal
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
 
 from edge import __version__
 from edge.alerts.outbox import Outbox
@@ -36,7 +39,7 @@ from edge.decode import decode_bytes
 from edge.errors import DecodeError, PneumoEdgeError
 from edge.inference.manifest import load_manifest
 from edge.inference.registry import create_backend, resolve_backend_name
-from edge.pipeline import Pipeline
+from edge.pipeline import Pipeline, Prepared
 from edge.settings import Settings
 from edge.store import Store
 
@@ -51,6 +54,17 @@ class Outcome:
     alert_id: Optional[str] = None
     reason: Optional[str] = None
     timings_ms: Optional[Dict[str, float]] = None
+
+
+@dataclass
+class Decoded:
+    """A claimed file, decoded and preprocessed, waiting for the models."""
+    claimed: Claimed
+    prepared: Prepared
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+
+
+_END = object()
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
@@ -78,7 +92,9 @@ class Appliance:
         self.topics = Topics(settings.mqtt.topic_prefix, settings.site, settings.device)
         self.watcher = None  # type: Optional[Watcher]
         self._stop = threading.Event()
-        self._worker = None  # type: Optional[threading.Thread]
+        self._threads = []  # type: List[threading.Thread]
+        self._handoff = queue.Queue(maxsize=1)  # type: queue.Queue
+        self._counts_lock = threading.Lock()
         self._counts = {"alerted": 0, "rejected": 0, "duplicate": 0, "faults": 0}
         self._state = "starting"
         client_id = settings.mqtt.client_id or "pneumo-edge-%s-%s" % (settings.site, settings.device)
@@ -99,7 +115,7 @@ class Appliance:
             "intended_use": combined_intended_use(models),
             "queue_depth": self.outbox.depth(),
             "capture_mode": self.watcher.mode if self.watcher else None,
-            "counts": dict(self._counts),
+            "counts": self.counts(),
             "thresholds": self.pipeline.thresholds.as_dict(),
         }
 
@@ -111,16 +127,19 @@ class Appliance:
         self.watcher = Watcher(self.folders.incoming, self.settings.capture)
         self._state = "online"
         self.publisher.start()
-        self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
-        self._worker.start()
+        self._threads = [threading.Thread(target=self._intake_loop, name="intake", daemon=True),
+                         threading.Thread(target=self._inference_loop, name="inference", daemon=True)]
+        for t in self._threads:
+            t.start()
         log.info("watching %s (%s); alerts to %s:%d under %s", self.folders.incoming, self.watcher.mode,
                  self.settings.mqtt.host, self.settings.mqtt.port, self.topics.base)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the image in hand, then say goodbye on MQTT."""
         self._stop.set()
-        if self._worker is not None:
-            self._worker.join(timeout)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
         self._state = "offline"
         self.publisher.stop(timeout=min(timeout, 10.0))
         if self.watcher is not None:
@@ -140,8 +159,9 @@ class Appliance:
         try:
             self.start()
             while not stop.wait(0.5):
-                if self._worker is not None and not self._worker.is_alive():
-                    log.error("worker thread died; stopping")
+                dead = [t.name for t in self._threads if not t.is_alive()]
+                if dead:
+                    log.error("%s thread died; stopping", ", ".join(dead))
                     self.stop()
                     return 1
             self.stop()
@@ -151,36 +171,63 @@ class Appliance:
                 signal.signal(s, h)
 
     # -- work -----------------------------------------------------------
-    def _work(self) -> None:
-        for claimed in self.folders.leftovers():
-            log.info("recovering %s left in processing/ by an earlier run", claimed.name)
-            self._safely(claimed)
-        while not self._stop.is_set():
-            for path in self.watcher.wait_ready(timeout=0.5):
-                if self._stop.is_set():
-                    break   # unclaimed files stay in incoming/ for the next start
-                claimed = self.folders.claim(path)
-                if claimed is None:
-                    continue
-                self._safely(claimed)
+    def counts(self) -> Dict[str, int]:
+        with self._counts_lock:
+            return dict(self._counts)
 
-    def _safely(self, claimed: Claimed) -> None:
+    def _count(self, key: str) -> None:
+        with self._counts_lock:
+            self._counts[key] += 1
+
+    def _intake_loop(self) -> None:
         try:
-            outcome = self.process(claimed)
+            for claimed in self.folders.leftovers():
+                log.info("recovering %s left in processing/ by an earlier run", claimed.name)
+                self._handoff.put(self._guarded(self.intake, claimed))
+            while not self._stop.is_set():
+                for path in self.watcher.wait_ready(timeout=0.5):
+                    if self._stop.is_set():
+                        break   # unclaimed files stay in incoming/ for the next start
+                    claimed = self.folders.claim(path)
+                    if claimed is not None:
+                        self._handoff.put(self._guarded(self.intake, claimed))
+        finally:
+            self._handoff.put(_END)
+
+    def _inference_loop(self) -> None:
+        while True:
+            item = self._handoff.get()
+            if item is _END:
+                return
+            if isinstance(item, Decoded):
+                item = self._guarded(self.complete, item)
+            self.outcomes.put(item)
+            self.publisher.notify()
+
+    def _guarded(self, step, item) -> Union[Outcome, Decoded]:
+        """Run one step; a fault rejects that file and the appliance carries on."""
+        claimed = item.claimed if isinstance(item, Decoded) else item
+        try:
+            return step(item)
         except Exception as exc:  # one bad image must not stop the appliance
             log.exception("fault while processing %s", claimed.name)
-            self._counts["faults"] += 1
-            outcome = self._reject(claimed, "fault", "internal error while processing: %s: %s"
-                                   % (type(exc).__name__, exc), kind="fault")
-        self.outcomes.put(outcome)
-        self.publisher.notify()
+            self._count("faults")
+            return self._reject(claimed, "fault", "internal error while processing: %s: %s"
+                                % (type(exc).__name__, exc), kind="fault")
 
     def process(self, claimed: Claimed) -> Outcome:
+        """Both stages, one after the other (for callers without threads)."""
+        item = self.intake(claimed)
+        return self.complete(item) if isinstance(item, Decoded) else item
+
+    def intake(self, claimed: Claimed) -> Union[Outcome, Decoded]:
+        """Dedupe, read, decode and preprocess; an Outcome when it ends here."""
         entry = self.ledger.lookup(claimed.sha256)
         if entry is not None and entry.state == "done":
             return self._duplicate(claimed, entry.alert_id)
-        if entry is not None and entry.state == "rejected":
-            # Crash between the ledger commit and the move: just finish the move.
+        if entry is not None and entry.state == "rejected" and entry.reason_code != "fault":
+            # Rejected before (or a crash between the ledger commit and the move):
+            # the same bytes get the same verdict. A fault may be transient: retried.
             self.folders.reject(claimed, entry.reason_code or "rejected", entry.reason or "rejected earlier")
             return Outcome(claimed.name, "rejected", reason=entry.reason)
         self.ledger.record_claim(claimed.sha256, claimed.name)
@@ -193,8 +240,15 @@ class Appliance:
         except DecodeError as exc:
             return self._reject(claimed, exc.code, str(exc))
         t2 = time.perf_counter()
-        result = self.pipeline.run(image)
-        timings = {"read_ms": (t1 - t0) * 1000.0, "decode_ms": (t2 - t1) * 1000.0}
+        del data
+        prepared = self.pipeline.prepare(image)
+        return Decoded(claimed, prepared, {"read_ms": (t1 - t0) * 1000.0, "decode_ms": (t2 - t1) * 1000.0})
+
+    def complete(self, item: Decoded) -> Outcome:
+        """Models, overlay, one transaction (alert queued + file done), then the move."""
+        claimed, image = item.claimed, item.prepared.image
+        result = self.pipeline.infer(item.prepared)
+        timings = dict(item.timings_ms)
         timings.update(result.timings_ms)
         t3 = time.perf_counter()
         overlay = None
@@ -214,7 +268,7 @@ class Appliance:
             self.ledger.mark_done(conn, claimed.sha256, alert["alert_id"])
         timings["outbox_ms"] = (time.perf_counter() - t4) * 1000.0
         self.folders.finish(claimed)
-        self._counts["alerted"] += 1
+        self._count("alerted")
         f = result.finding
         log.info("%s -> alert %s: %s%s p=%s area=%.2f%% (%.0f ms)", claimed.name, alert["alert_id"],
                  "POSITIVE" if f.pneumothorax else "negative", " " + f.side if f.side else "",
@@ -229,7 +283,7 @@ class Appliance:
         with self.store.transaction() as conn:
             self.outbox.enqueue_event(conn, self.topics, event)
         self.folders.finish(claimed)
-        self._counts["duplicate"] += 1
+        self._count("duplicate")
         log.info("%s: duplicate of alert %s, not alerted again", claimed.name, alert_id)
         return Outcome(claimed.name, "duplicate", alert_id=alert_id)
 
@@ -240,6 +294,6 @@ class Appliance:
             self.outbox.enqueue_event(conn, self.topics, event)
             self.ledger.mark_rejected(conn, claimed.sha256, code, reason)
         where = self.folders.reject(claimed, code, reason)
-        self._counts["rejected"] += 1
+        self._count("rejected")
         log.warning("%s rejected (%s): %s -> %s", claimed.name, code, reason, where)
         return Outcome(claimed.name, "rejected", reason=reason)

@@ -19,6 +19,9 @@ from paho.mqtt.client import topic_matches_sub
 
 from edge.alerts.schema import decode as decode_payload
 from edge.app import Appliance
+from edge.inference.manifest import load_manifest
+from edge.inference.onnxruntime import OnnxRuntimeBackend
+from edge.pipeline import Pipeline
 from edge.settings import CaptureSettings, ModelSettings, MqttSettings, Settings
 from tests.dicom_factory import write_dicom, write_png
 from tests.mosquitto import Subscriber
@@ -270,3 +273,40 @@ def test_png_is_alerted_too(appliance, mosquitto):
         wait_msgs(sub, lambda: received(sub, appliance.topics.alert), 30)
     f = alerts_from(sub, appliance.topics.alert)[0]["finding"]
     assert f["pneumothorax"] and f["side"] == "left" and f["area_cm2"] is None
+
+
+class FailingOnceBackend(OnnxRuntimeBackend):
+    """A real ONNX Runtime backend whose Nth call fails, as a GPU fault would."""
+
+    def __init__(self, manifest, fail_on_call: int):
+        super().__init__(manifest, threads=1)
+        self.calls, self.fail_on_call = 0, fail_on_call
+
+    def run(self, tensor):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise RuntimeError("CUDA error 700: an illegal memory access was encountered")
+        return super().run(tensor)
+
+
+def test_a_fault_on_one_image_rejects_it_and_the_next_image_is_alerted(tmp_path, mosquitto):
+    settings = make_settings(tmp_path, mosquitto.port)
+    cls = FailingOnceBackend(load_manifest(settings.models.classifier), fail_on_call=2)
+    seg = OnnxRuntimeBackend(load_manifest(settings.models.segmenter), threads=1)
+    app = Appliance(settings, pipeline=Pipeline(cls, seg))
+    try:
+        with Subscriber(mosquitto.port, [app.topics.alert, app.topics.event]) as sub:
+            app.start()
+            cls.calls = 0                       # count from the first real image, after warm-up
+            for i in range(3):
+                drop_dicom(app.folders.incoming, "f%d.dcm" % i, seed=40 + i, positive=True)
+                assert app.outcomes.get(timeout=30).name == "f%d.dcm" % i   # one at a time, in order
+            wait_msgs(sub, lambda: len(received(sub, app.topics.alert)) >= 2 and received(sub, app.topics.event), 30)
+    finally:
+        app.stop()
+    assert sorted(a["source"]["file_name"] for a in alerts_from(sub, app.topics.alert)) == ["f0.dcm", "f2.dcm"]
+    event = decode_payload(received(sub, app.topics.event)[0].payload)
+    assert event["kind"] == "fault" and "CUDA error 700" in event["message"]
+    reason = json.load(open(os.path.join(app.folders.rejected, "f1.dcm.reason.json")))
+    assert reason["code"] == "fault"
+    assert app.counts()["faults"] == 1
