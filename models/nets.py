@@ -1,0 +1,85 @@
+"""The two networks, built from random initialisation (never downloaded weights).
+
+Classifier: torchvision MobileNetV2 with a 1-channel stem and one logit.
+Segmenter: segmentation-models-pytorch U-Net with an EfficientNet-B0 encoder,
+1-channel input, one logit per pixel. Both output logits; the manifest says so
+and the runtime applies the sigmoid.
+"""
+from dataclasses import dataclass
+from typing import Sequence, Tuple
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    task: str                     # "classification" | "segmentation"
+    in_channels: int = 1
+    width_mult: float = 1.0       # MobileNetV2 only
+    dropout: float = 0.2          # classifier head
+    decoder_channels: Tuple[int, ...] = (256, 128, 64, 32, 16)   # U-Net only
+
+
+def build_classifier(in_channels: int = 1, width_mult: float = 1.0, dropout: float = 0.2) -> nn.Module:
+    from torchvision.models import mobilenet_v2
+    net = mobilenet_v2(weights=None, num_classes=1, width_mult=width_mult, dropout=dropout)
+    if in_channels != 3:
+        old = net.features[0][0]
+        net.features[0][0] = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride,
+                                       old.padding, bias=False)
+        nn.init.kaiming_normal_(net.features[0][0].weight, mode="fan_out")
+    return net
+
+
+def build_segmenter(in_channels: int = 1, decoder_channels: Sequence[int] = (256, 128, 64, 32, 16)) -> nn.Module:
+    import segmentation_models_pytorch as smp
+    return smp.Unet("efficientnet-b0", encoder_weights=None, in_channels=in_channels, classes=1,
+                    decoder_channels=tuple(decoder_channels))
+
+
+def build(spec: NetSpec) -> nn.Module:
+    if spec.task == "classification":
+        return build_classifier(spec.in_channels, spec.width_mult, spec.dropout)
+    if spec.task == "segmentation":
+        return build_segmenter(spec.in_channels, spec.decoder_channels)
+    raise ValueError("unknown task %r" % spec.task)
+
+
+def prepare_for_export(net: nn.Module) -> nn.Module:
+    """Swap training-only ops for traceable ones (EfficientNet's memory-efficient swish)."""
+    encoder = getattr(net, "encoder", None)
+    if encoder is not None and hasattr(encoder, "set_swish"):
+        encoder.set_swish(memory_efficient=False)
+    return net.eval()
+
+
+def count_parameters(net: nn.Module) -> int:
+    return int(sum(p.numel() for p in net.parameters()))
+
+
+def count_flops(net: nn.Module, input_shape: Tuple[int, ...]) -> int:
+    """Multiply-accumulates x2 of convolutions and linear layers for one forward pass."""
+    total = [0]
+
+    def conv_hook(mod, inp, out):
+        k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+        total[0] += 2 * k * out.numel()
+
+    def linear_hook(mod, inp, out):
+        total[0] += 2 * mod.in_features * out.numel()
+
+    hooks = []
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        net(torch.zeros(input_shape))
+    net.train(was_training)
+    for h in hooks:
+        h.remove()
+    return int(total[0])
