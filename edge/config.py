@@ -39,6 +39,7 @@ OPTIONAL_PATH_KEYS = ("mqtt.password_file", "mqtt.tls.ca_file",
 PATH_KEYS = MODEL_PATH_KEYS + DATA_PATH_KEYS + OPTIONAL_PATH_KEYS
 
 WATCH_MODES = ("auto", "inotify", "poll")
+DECISION_RULES = ("mask", "mask_or_classifier")
 ON_SUCCESS = ("move", "delete")
 BACKENDS = ("onnxruntime", "tensorrt", "auto")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -473,6 +474,7 @@ class _Validator:
                             % (s.decode.max_side, s.decode.min_side))
 
         self.one_of("models.backend", BACKENDS)
+        self.one_of("decision.rule", DECISION_RULES)
         self.at_least("models.threads", 0)
         self.at_least("models.warmup", 0)
         if not _PROFILE_NAME.match(s.models.device_profile):

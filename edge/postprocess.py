@@ -3,10 +3,10 @@
 The decision follows the SIIM-ACR 1st-place recipe: the segmenter's mask is
 the evidence (pixels above a high threshold must cover a minimum area; the
 drawn outline uses a lower threshold), and the classifier lets the device
-skip the segmenter on confident negatives. A classifier probability at or
-above its own triage threshold also raises the alert, so a pneumothorax the
-segmenter under-draws is not missed. Every threshold comes from the model
-manifests, overridable per site in config.
+skip the segmenter on confident negatives. With rule "mask_or_classifier" a
+classifier probability at or above its own threshold also raises the alert
+(for a site whose classifier earns it; the bundled one does not, see its
+card). Every threshold comes from the model manifests, overridable per site.
 
 Work happens on the model-resolution map and only the results (area,
 box, contour) are scaled to the original image: a 3000 px radiograph never
@@ -35,10 +35,12 @@ class Thresholds:
     min_area_fraction: float
     pixel_low: float
     gate_segmenter: bool
+    classifier_alerts: bool = False      # rule "mask_or_classifier"
 
     def as_dict(self):
         d = asdict(self)
         d["gate_segmenter"] = bool(d["gate_segmenter"])
+        d["classifier_alerts"] = bool(d["classifier_alerts"])
         return d
 
 
@@ -54,6 +56,7 @@ def resolve_thresholds(classifier: ModelManifest, segmenter: ModelManifest,
         min_area_fraction=pick(decision.min_area_fraction, segmenter, "min_area_fraction"),
         pixel_low=pick(decision.pixel_low, segmenter, "pixel_low"),
         gate_segmenter=bool(decision.gate_segmenter),
+        classifier_alerts=decision.rule == "mask_or_classifier",
     )
 
 
@@ -146,7 +149,8 @@ def make_finding(probability: Optional[float], seg_prob: Optional[np.ndarray], g
     segmenter was skipped); geo maps it back to the original image.
     """
     reasons = []
-    classifier_hit = probability is not None and probability >= th.classifier_positive
+    classifier_hit = (th.classifier_alerts and probability is not None
+                      and probability >= th.classifier_positive)
     if classifier_hit:
         reasons.append("classifier p=%.3f >= %.3f" % (probability, th.classifier_positive))
     if seg_prob is None or geo is None:

@@ -42,7 +42,8 @@ class ModelSettings:
 
 @dataclass
 class DecisionSettings:
-    """Per-site overrides of the manifests' thresholds (None = manifest's)."""
+    """The decision rule and per-site overrides of the manifests' thresholds (None = manifest's)."""
+    rule: str = "mask"                   # mask (SIIM-ACR: the mask decides) | mask_or_classifier
     gate_segmenter: bool = True          # skip the segmenter on confident negatives
     classifier_positive: Optional[float] = None
     skip_segmenter_below: Optional[float] = None

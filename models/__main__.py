@@ -1,4 +1,4 @@
-"""python -m models train | evaluate | export | report | pipeline (see models/README.md)."""
+"""python -m models train | evaluate | export | report | pipeline | runtime-eval (see models/README.md)."""
 import argparse
 import sys
 import time
@@ -40,6 +40,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--json", help="write the figures here")
 
+    p = sub.add_parser("runtime-eval", help="the shipped models through edge.pipeline, as the appliance runs them")
+    p.add_argument("splits_csv", help="a run's splits.csv (image paths, labels, splits)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--rule", default="mask", choices=("mask", "mask_or_classifier"))
+    p.add_argument("--json", help="write the figures here")
+
     args = ap.parse_args(argv)
     t0 = time.time()
     if args.cmd == "train":
@@ -71,6 +77,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         import json
         from .evaluate import evaluate_exported
         res = evaluate_exported(args.classifier_json, args.segmenter_json, args.splits_csv, args.split)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(res, fh, indent=2, default=float)
+    elif args.cmd == "runtime-eval":
+        import json
+        from edge.settings import DecisionSettings
+        from .runtime_eval import print_summary, runtime_eval
+        res = runtime_eval(args.splits_csv, args.split, decision=DecisionSettings(rule=args.rule))
+        print_summary(res)
         if args.json:
             with open(args.json, "w") as fh:
                 json.dump(res, fh, indent=2, default=float)

@@ -240,6 +240,7 @@ def test_a_section_left_empty_keeps_its_defaults(tmp_path):
      "'fanotify' is not allowed; use one of: auto, inotify, poll"),
     ("capture:\n  on_success: archive\n", "capture.on_success", "use one of: move, delete"),
     ("models:\n  backend: cuda\n", "models.backend", "use one of: onnxruntime, tensorrt, auto"),
+    ("decision:\n  rule: classifier\n", "decision.rule", "use one of: mask, mask_or_classifier"),
     ("log_level: LOUD\n", "log_level", "'LOUD' is not a logging level"),
     ("mqtt:\n  port: 70000\n", "mqtt.port", "must be 1..65535, got 70000"),
     ("mqtt:\n  port: 0\n", "mqtt.port", "must be 1..65535"),

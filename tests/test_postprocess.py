@@ -52,10 +52,30 @@ def test_area_below_minimum_is_negative_and_draws_nothing():
     assert f.area_px == 0 and f.bbox is None and f.side is None and f.contours == []
 
 
-def test_classifier_alone_above_its_threshold_raises_the_alert():
+def test_by_default_the_mask_decides_and_the_classifier_alone_does_not_alert():
     f = make_finding(0.9, np.zeros((100, 100), np.float32), stretch_geometry((500, 500)), TH)
+    assert not f.pneumothorax and f.reasons == []
+
+
+def test_rule_mask_or_classifier_lets_the_classifier_alone_raise_the_alert():
+    th = Thresholds(0.8, 0.1, 0.7, 0.01, 0.4, gate_segmenter=True, classifier_alerts=True)
+    f = make_finding(0.9, np.zeros((100, 100), np.float32), stretch_geometry((500, 500)), th)
     assert f.pneumothorax
     assert f.reasons == ["classifier p=0.900 >= 0.800"]
+    assert not make_finding(0.79, None, None, th).pneumothorax
+
+
+def test_resolved_thresholds_follow_the_configured_rule():
+    from edge.inference.manifest import load_manifest
+    from edge.postprocess import resolve_thresholds
+    from edge.settings import DecisionSettings
+    from tests.tiny_models import write_tiny_models
+    import tempfile
+    cls, seg = write_tiny_models(tempfile.mkdtemp())
+    cm, sm = load_manifest(cls), load_manifest(seg)
+    assert not resolve_thresholds(cm, sm, DecisionSettings()).classifier_alerts
+    th = resolve_thresholds(cm, sm, DecisionSettings(rule="mask_or_classifier", pixel_high=0.66))
+    assert th.classifier_alerts and th.pixel_high == 0.66 and th.min_area_fraction == 0.002
 
 
 def test_drawn_outline_uses_the_low_threshold():
