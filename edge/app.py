@@ -19,7 +19,6 @@ only repeats the final move.
 import logging
 import os
 import queue
-import signal
 import socket
 import threading
 import time
@@ -40,6 +39,7 @@ from edge.errors import DecodeError, PneumoEdgeError
 from edge.inference.manifest import load_manifest
 from edge.inference.registry import create_backend, resolve_backend_name
 from edge.pipeline import Pipeline, Prepared
+from edge.signals import stop_on_signals
 from edge.settings import Settings
 from edge.store import Store
 
@@ -147,16 +147,17 @@ class Appliance:
         self.pipeline.close()
         self.store.close()
 
-    def run_forever(self) -> int:
-        """Block until SIGTERM/SIGINT; return the exit code."""
-        stop = threading.Event()
-
-        def on_signal(signum, _frame):
-            log.info("signal %d: finishing the image in hand, then stopping", signum)
-            stop.set()
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    def run_forever(self, stop: Optional[threading.Event] = None) -> int:
+        """Block until SIGTERM/SIGINT (or `stop` is set); return the exit code.
+        Pass the event from stop_on_signals() when the signals must be caught
+        from the very start of the process (model loading can take seconds)."""
+        restore = None
+        if stop is None:
+            stop, restore = stop_on_signals()
         try:
+            if stop.is_set():
+                log.info("stop requested during start-up; exiting")
+                return 0
             self.start()
             while not stop.wait(0.5):
                 dead = [t.name for t in self._threads if not t.is_alive()]
@@ -167,8 +168,8 @@ class Appliance:
             self.stop()
             return 0
         finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+            if restore is not None:
+                restore()
 
     # -- work -----------------------------------------------------------
     def counts(self) -> Dict[str, int]:
@@ -233,16 +234,17 @@ class Appliance:
         self.ledger.record_claim(claimed.sha256, claimed.name)
         t0 = time.perf_counter()
         try:
-            with open(claimed.path, "rb") as fh:
-                data = fh.read()
+            data = claimed.read()
             t1 = time.perf_counter()
             image = decode_bytes(data, self.settings.decode, name=claimed.name)
         except DecodeError as exc:
             return self._reject(claimed, exc.code, str(exc))
         t2 = time.perf_counter()
         del data
+        claimed.data = None          # the bytes are decoded: do not hold them while the models run
         prepared = self.pipeline.prepare(image)
-        return Decoded(claimed, prepared, {"read_ms": (t1 - t0) * 1000.0, "decode_ms": (t2 - t1) * 1000.0})
+        return Decoded(claimed, prepared, {"claim_ms": claimed.claim_ms, "read_ms": (t1 - t0) * 1000.0,
+                                           "decode_ms": (t2 - t1) * 1000.0})
 
     def complete(self, item: Decoded) -> Outcome:
         """Models, overlay, one transaction (alert queued + file done), then the move."""

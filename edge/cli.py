@@ -43,6 +43,8 @@ def _settings(args):
 
 
 def cmd_run(args) -> int:
+    from edge.signals import stop_on_signals
+    stop, _restore = stop_on_signals()      # caught from here on, even while models load
     from edge.app import Appliance
     from edge.localbroker import ensure_local_broker, stop_broker
     settings = _settings(args)
@@ -57,7 +59,7 @@ def cmd_run(args) -> int:
               "  Watch alerts in another terminal:\n    .venv/bin/pneumo-edge alerts --mqtt-host %s --mqtt-port %d\n"
               "  Stop with Ctrl-C." % (__version__, os.path.abspath(incoming), settings.mqtt.host, settings.mqtt.port),
               flush=True)
-        return app.run_forever()
+        return app.run_forever(stop)
     finally:
         stop_broker(broker)
 

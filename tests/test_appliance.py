@@ -43,10 +43,10 @@ def radiograph_pixels(seed: int, positive: bool, h: int = 600, w: int = 500) -> 
     return px
 
 
-def drop_dicom(incoming: str, name: str, seed: int, positive: bool, **kw) -> str:
+def drop_dicom(incoming: str, name: str, seed: int, positive: bool, size=(600, 500), **kw) -> str:
     """Write elsewhere, then rename into incoming/, as a careful cart does."""
     tmp = os.path.join(os.path.dirname(incoming), name + ".part")
-    write_dicom(tmp, radiograph_pixels(seed, positive), bits_stored=12, window=(2048, 4096),
+    write_dicom(tmp, radiograph_pixels(seed, positive, *size), bits_stored=12, window=(2048, 4096),
                 sop_instance_uid="1.2.826.0.1.3680043.8.498.%d" % (seed + 1), **kw)
     dest = os.path.join(incoming, name)
     os.rename(tmp, dest)
@@ -225,30 +225,38 @@ def start_process(config: str, log_path: str) -> subprocess.Popen:
 def test_sigkill_mid_stream_and_restart_loses_nothing(tmp_path, mosquitto):
     config = write_config(tmp_path, mosquitto.port)
     capture = tmp_path / "capture"
-    incoming = capture / "incoming"
+    incoming, processing, done = capture / "incoming", capture / "processing", capture / "done"
     incoming.mkdir(parents=True)
     n = 12
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    for i in range(n):   # large films, so each takes long enough to be caught in flight
+        drop_dicom(str(staged), "k%02d.dcm" % i, seed=100 + i, positive=bool(i % 3 == 0), size=(2500, 2500))
     with Subscriber(mosquitto.port, ["pneumo/ward-4/cart-9/alert"]) as sub:
         proc = start_process(config, str(tmp_path / "run.log"))
         try:
-            for i in range(n):
-                drop_dicom(str(incoming), "k%02d.dcm" % i, seed=100 + i, positive=bool(i % 3 == 0))
-            # Kill as soon as some, but not all, files are through.
-            wait_until(lambda: len(glob.glob(str(capture / "done" / "*"))) >= 3, 60, "3 files done")
+            wait_until(lambda: os.path.exists(str(processing)), 60, "the appliance to start")
+            for name in sorted(os.listdir(str(staged))):
+                os.rename(str(staged / name), str(incoming / name))
+            # Kill while a file is in processing/ and some are already done.
+            wait_until(lambda: len(os.listdir(str(done))) >= 2 and os.listdir(str(processing)), 60,
+                       "a file in flight after 2 done")
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
+            in_flight = os.listdir(str(processing)) + os.listdir(str(incoming))
             proc = start_process(config, str(tmp_path / "run.log"))
             wait_msgs(sub, lambda: len({decode_payload(m.payload)["source"]["file_name"]
-                                      for m in received(sub, "pneumo/ward-4/cart-9/alert")}) == n, 90)
+                                        for m in received(sub, "pneumo/ward-4/cart-9/alert")}) == n, 90)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
+    assert in_flight, "the kill came after every file was through; nothing was recovered"
     alerts = [decode_payload(m.payload) for m in received(sub, "pneumo/ward-4/cart-9/alert")]
     assert {a["source"]["file_name"] for a in alerts} == {"k%02d.dcm" % i for i in range(n)}
     assert len({a["alert_id"] for a in alerts}) == n         # duplicates allowed, none missing
-    assert os.listdir(str(capture / "processing")) == []
+    assert os.listdir(str(processing)) == []
     assert os.listdir(str(incoming)) == []
-    assert len(os.listdir(str(capture / "done"))) == n
+    assert len(os.listdir(str(done))) == n
     assert proc.returncode == 0, open(str(tmp_path / "run.log")).read()[-2000:]
 
 

@@ -32,7 +32,7 @@ from edge.settings import Settings
 log = logging.getLogger(__name__)
 
 PIPELINE_STAGES = ("read_ms", "decode_ms", "preprocess_ms", "classify_ms", "segment_ms", "postprocess_ms")
-APPLIANCE_STAGES = PIPELINE_STAGES + ("overlay_ms", "outbox_ms", "publish_ms")
+APPLIANCE_STAGES = ("claim_ms",) + PIPELINE_STAGES + ("overlay_ms", "outbox_ms", "publish_ms")
 
 
 @dataclass(frozen=True)

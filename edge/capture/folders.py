@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from edge.errors import CaptureError
@@ -27,6 +27,11 @@ REASON_SUFFIX = ".reason.json"
 _CHUNK = 1024 * 1024
 
 
+# Files up to this size are read once, hashed from memory and handed on with
+# their bytes, so the decoder does not read them a second time.
+KEEP_BYTES_UP_TO = 256 * 1024 * 1024
+
+
 @dataclass
 class Claimed:
     path: str          # now in processing/
@@ -34,6 +39,15 @@ class Claimed:
     sha256: str        # of the content
     size: int
     claimed_at: float  # epoch seconds
+    data: Optional[bytes] = field(default=None, repr=False, compare=False)  # content, when small enough
+    claim_ms: float = 0.0  # rename + read + hash (+ directory syncs)
+
+    def read(self) -> bytes:
+        """The content: kept from the claim, or read now (large files)."""
+        if self.data is not None:
+            return self.data
+        with open(self.path, "rb") as fh:
+            return fh.read()
 
 
 def sha256_file(path: str) -> Tuple[str, int]:
@@ -108,6 +122,7 @@ class CaptureFolders:
 
     def claim(self, path: str) -> Optional[Claimed]:
         """Move `path` into processing/ and hash it; None if it vanished."""
+        t0 = time.perf_counter()
         name = os.path.basename(path)
         target = os.path.join(self.processing, _free_name(self.processing, name))
         try:
@@ -119,9 +134,11 @@ class CaptureFolders:
         fsync_dir(self.processing)
         fsync_dir(os.path.dirname(path) or ".")
         try:
-            return self._describe(target, name, time.time())
+            claimed = self._describe(target, name, time.time())
         except FileNotFoundError:
             return None   # removed from processing/ by someone else meanwhile
+        claimed.claim_ms = (time.perf_counter() - t0) * 1000.0
+        return claimed
 
     def finish(self, claimed: Claimed) -> Optional[str]:
         """Move to done/ (returns the new path) or delete (returns None)."""
@@ -178,13 +195,19 @@ class CaptureFolders:
         return found
 
     def _describe(self, path: str, name: str, claimed_at: float) -> Claimed:
+        data = None
         try:
-            sha256, size = sha256_file(path)
+            if os.path.getsize(path) <= KEEP_BYTES_UP_TO:
+                with open(path, "rb") as f:
+                    data = f.read()
+                sha256, size = hashlib.sha256(data).hexdigest(), len(data)
+            else:
+                sha256, size = sha256_file(path)
         except FileNotFoundError:
             raise   # the caller decides whether a vanished file matters
         except OSError as exc:
             raise CaptureError("cannot read %s: %s" % (path, exc))
-        return Claimed(path=path, name=name, sha256=sha256, size=size, claimed_at=claimed_at)
+        return Claimed(path=path, name=name, sha256=sha256, size=size, claimed_at=claimed_at, data=data)
 
     def _write_atomic(self, path: str, text: str) -> None:
         tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
