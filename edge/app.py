@@ -17,7 +17,6 @@ are deterministic, so a re-run queues the same alert once); a crash after it
 only repeats the final move.
 """
 import logging
-import os
 import queue
 import socket
 import threading
@@ -35,7 +34,7 @@ from edge.capture.folders import CaptureFolders, Claimed
 from edge.capture.ledger import Ledger
 from edge.capture.watcher import Watcher
 from edge.decode import decode_bytes
-from edge.errors import DecodeError, PneumoEdgeError
+from edge.errors import DecodeError
 from edge.inference.manifest import load_manifest
 from edge.inference.registry import create_backend, resolve_backend_name
 from edge.pipeline import Pipeline, Prepared

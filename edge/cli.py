@@ -4,7 +4,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import List, Optional
 
 from edge import __version__
 from edge.errors import PneumoEdgeError
@@ -82,7 +82,7 @@ def cmd_process(args) -> int:
     """Run the pipeline on files and print the alert JSON: no folders, no MQTT."""
     from edge.alerts.schema import build_alert
     from edge.app import build_pipeline
-    from edge.capture.folders import sha256_file
+    from edge.hashing import sha256_file
     from edge.decode import decode_file
     settings = _settings(args)
     pipeline = build_pipeline(settings)

@@ -13,7 +13,7 @@ import platform
 import shutil
 import subprocess
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List
 
 from edge.bench import inputs, report, runner, stats
 from edge.errors import PneumoEdgeError

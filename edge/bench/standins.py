@@ -5,10 +5,11 @@ Speed depends on the architecture and input size, not on the weights, so a
 stand-in measures what the trained model will cost. torch, torchvision and
 segmentation-models-pytorch are imported lazily: the runtime never needs them.
 """
-import hashlib
 import json
 import os
 from typing import Any, Dict, Tuple
+
+from edge.hashing import sha256_file
 
 STANDIN_SPECS = {
     # role: (name, task, architecture, input size, output shape)
@@ -50,11 +51,7 @@ def torch_module(role: str, size: int = 0) -> Any:
 
 
 def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)[0]
 
 
 def manifest_dict(role: str, file: str, sha: str) -> Dict[str, Any]:

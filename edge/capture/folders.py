@@ -17,14 +17,14 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from edge.errors import CaptureError
+from edge.hashing import sha256_file
 from edge.settings import CaptureSettings
 
 
 REASON_SUFFIX = ".reason.json"
-_CHUNK = 1024 * 1024
 
 
 # Files up to this size are read once, hashed from memory and handed on with
@@ -48,17 +48,6 @@ class Claimed:
             return self.data
         with open(self.path, "rb") as fh:
             return fh.read()
-
-
-def sha256_file(path: str) -> Tuple[str, int]:
-    """(hex sha256, size) of a file, streamed."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def fsync_dir(path: str) -> None:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from edge.errors import ManifestError
+from edge.hashing import sha256_file
 
 MANIFEST_SCHEMA_VERSION = 1
 TASKS = ("classification", "segmentation")
@@ -172,12 +173,8 @@ def load_manifest(path: str) -> ModelManifest:
     return parse_manifest(data, where=os.path.abspath(path))
 
 
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def file_sha256(path: str) -> str:
+    return sha256_file(path)[0]
 
 
 def verify_model_file(manifest: ModelManifest) -> None:

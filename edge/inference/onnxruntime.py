@@ -1,7 +1,5 @@
 """ONNX Runtime backend: the CPU path (laptops, CI, a server beside PACS)."""
 import logging
-import os
-from typing import Optional
 
 import numpy as np
 
