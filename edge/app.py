@@ -21,7 +21,7 @@ import queue
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Union
 
 from edge import __version__
@@ -258,7 +258,7 @@ class Appliance:
             overlay = render_overlay(image, result.finding, label, self.settings.alerts.overlay_max_side,
                                      self.settings.alerts.overlay_quality)
         timings["overlay_ms"] = (time.perf_counter() - t3) * 1000.0
-        result = result.__class__(result.finding, result.models, timings, result.thresholds)
+        result = replace(result, timings_ms=timings)
         alert = build_alert(result, image, file_name=claimed.name, file_sha256=claimed.sha256,
                             site=self.settings.site, device=self.settings.device,
                             identify_by=self.settings.alerts.identify_by,

@@ -86,6 +86,17 @@ def rigs(tmp_path):
         rig.close(timeout=1.0)
 
 
+def display_running(settings, topics_filter, count):
+    """run_display in a thread; returns (thread, output, result) once the
+    retained status shows the display is subscribed."""
+    out, result = io.StringIO(), {}
+    thread = threading.Thread(target=lambda: result.update(
+        rc=run_display(settings, topics_filter, out=out, count=count, timeout=WAIT)))
+    thread.start()
+    assert eventually(lambda: "STATUS online" in out.getvalue())
+    return thread, out, result
+
+
 def alert_ids(sub):
     return {json.loads(m.payload)["alert_id"] for m in sub.on(TOPICS.alert)}
 
@@ -297,12 +308,7 @@ def test_tls_with_a_private_ca(make_mosquitto, tmp_path, rigs):
     rig.publisher.start()
     assert eventually(lambda: rig.publisher.connected)
     rig.publisher.publish_status()
-    out = io.StringIO()
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(
-        rc=run_display(trusted, "ward-3/+", out=out, count=1, timeout=WAIT)))
-    thread.start()
-    assert eventually(lambda: "STATUS online" in out.getvalue())   # the display is in, over TLS
+    thread, out, result = display_running(trusted, "ward-3/+", count=1)   # the display is in, over TLS
     ids = rig.enqueue(0, 1)
     thread.join(WAIT + 5)
     assert result.get("rc") == 0 and ids[0] in out.getvalue()
@@ -318,12 +324,7 @@ def test_display_prints_one_line_per_alert_and_dedupes(mosquitto, mqtt_settings,
     assert eventually(lambda: rig.publisher.connected)
     rig.publisher.publish_status()
 
-    out = io.StringIO()
-    result = {}
-    thread = threading.Thread(target=lambda: result.update(
-        rc=run_display(mqtt_settings, "+/+", out=out, count=2, timeout=WAIT)))
-    thread.start()
-    assert eventually(lambda: "STATUS online" in out.getvalue())   # retained: display is subscribed
+    thread, out, result = display_running(mqtt_settings, "+/+", count=2)
     first = {"schema_version": 1, "alert_id": "a" * 32, "site": "ward-3", "device": "cart-1",
              "created_at": "2024-05-01T08:30:00.000Z", "intended_use": "demo",
              "finding": {"pneumothorax": True, "side": "right", "area_cm2": 6.2,

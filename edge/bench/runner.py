@@ -308,8 +308,7 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
         return out
 
     app.start()
-    # Renames into incoming/ skip the settle wait under inotify (capture.trust_rename).
-    settle = 0.0 if (app.watcher.mode == "inotify" and s.capture.trust_rename) else s.capture.settle_s
+    settle = s.capture.settle_s if app.watcher.settle_applies_to_renames else 0.0   # files arrive by rename
     try:
         for _ in range(one_at_a_time):
             (name, arrived), = drop(1)

@@ -99,6 +99,11 @@ class Watcher:
                            self.incoming_dir, fstype, INOTIFY_RESCAN_S)
         return "inotify"
 
+    @property
+    def settle_applies_to_renames(self) -> bool:
+        """False when a file renamed into incoming/ is taken at once (inotify + trust_rename)."""
+        return not (self.mode == "inotify" and self._settings.trust_rename)
+
     def wait_ready(self, timeout: float) -> List[str]:
         """Full paths of files that have settled, waiting up to `timeout` s.
         Each file is returned once until it changes again or disappears."""
@@ -129,7 +134,7 @@ class Watcher:
             for event in self._inotify.read_events(seconds):
                 if not event.name:
                     continue
-                if event.mask & IN_MOVED_TO and self._settings.trust_rename:
+                if event.mask & IN_MOVED_TO and not self.settle_applies_to_renames:
                     self._moved_in.add(event.name)
                 elif event.mask & (IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE):
                     self._moved_in.discard(event.name)   # written after the rename: settle as usual
