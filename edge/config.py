@@ -58,12 +58,15 @@ class _Where(NamedTuple):
 
 
 def load_config(path: Optional[str] = None,
-                overrides: Optional[Dict[str, Any]] = None) -> Settings:
+                overrides: Optional[Dict[str, Any]] = None,
+                check_files: bool = True) -> Settings:
     """Settings from the defaults, then the YAML file at `path`, then
     `overrides` (flat dotted keys -> values, e.g. {"mqtt.port": 1884}).
 
     An override whose value is None is skipped: it stands for a CLI flag
     that was not given. Raises ConfigError naming file, line and key.
+    check_files=False skips only the existence of the files in
+    required_files() (a config checked before deployment, off the cart).
     """
     settings = Settings()
     origins = {}  # type: Dict[str, _Where]
@@ -84,8 +87,17 @@ def load_config(path: Optional[str] = None,
         if value is not None:
             _apply_override(settings, dotted, value, cwd, origins)
 
-    _Validator(settings, origins, path).run()
+    _Validator(settings, origins, path, check_files).run()
     return settings
+
+
+def required_files(settings: Settings) -> List[Tuple[str, str]]:
+    """(dotted key, path) of the secret and certificate files the runtime
+    will open, as configured; existence is checked by load_config."""
+    keys = ["mqtt.password_file"]
+    if settings.mqtt.tls.enabled:
+        keys += ["mqtt.tls.ca_file", "mqtt.tls.cert_file", "mqtt.tls.key_file"]
+    return [(key, _get(settings, key)) for key in keys if _get(settings, key)]
 
 
 # -- reading YAML -----------------------------------------------------------
@@ -410,8 +422,9 @@ class _Validator:
     rule spanning two keys sees both, wherever each came from."""
 
     def __init__(self, settings: Settings, origins: Dict[str, _Where],
-                 path: Optional[str]):
+                 path: Optional[str], check_files: bool = True):
         self.s, self.origins, self.path = settings, origins, path
+        self.check_files = check_files
 
     def fail(self, key: str, message: str) -> ConfigError:
         where = self.origins.get(key)
@@ -494,7 +507,8 @@ class _Validator:
         if not 1 <= s.alerts.overlay_quality <= 100:
             raise self.fail("alerts.overlay_quality",
                             "JPEG quality must be 1..100, got %d" % s.alerts.overlay_quality)
-        self.files()
+        if self.check_files:
+            self.files()
 
     def mqtt(self) -> None:
         m = self.s.mqtt
@@ -533,15 +547,8 @@ class _Validator:
     def files(self) -> None:
         """Files the runtime will need must exist now, so check-config says so.
         Only existence and readability are checked: no secret is read."""
-        m = self.s.mqtt
-        keys = ["mqtt.password_file"]
-        if m.tls.enabled:
-            keys += ["mqtt.tls.ca_file", "mqtt.tls.cert_file", "mqtt.tls.key_file"]
         problems = []  # type: List[Tuple[int, str, str]]
-        for key in keys:
-            path = _get(self.s, key)
-            if not path:
-                continue
+        for key, path in required_files(self.s):
             if not os.path.exists(path):
                 problem = "file %s does not exist" % path
             elif not os.path.isfile(path):
