@@ -46,9 +46,25 @@ def format_alert(payload: Dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _one_line(value: Any) -> str:
+    """Text from the wire, safe on one terminal line: control characters escaped (a newline in a
+    file name must not forge a line) and a value with spaces quoted."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(value))
+    return '"%s"' % text if " " in text else text
+
+
 def format_event(payload: Dict[str, Any]) -> str:
-    return "  ".join([_clock(payload), _where(payload), "EVENT %s" % payload.get("kind"),
-                      str(payload.get("message", ""))])
+    fields = payload.get("fields") or {}
+    if not isinstance(fields, dict):
+        fields = {}
+    parts = [_clock(payload), _where(payload), "EVENT %s" % payload.get("kind")]
+    for label, key in (("file", "file_name"), ("code", "code")):
+        value = fields.get(key, payload.get(key))
+        if value not in (None, ""):
+            parts.append("%s=%s" % (label, _one_line(value)))
+    message = "".join(c if c.isprintable() else " " for c in str(payload.get("message", "")))
+    parts.append(message)
+    return "  ".join(parts)
 
 
 def format_status(payload: Dict[str, Any]) -> str:
