@@ -10,6 +10,7 @@ the kernel also ends it if the appliance itself is killed.
 import ctypes
 import logging
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -43,7 +44,9 @@ def listen_address(host: str) -> str:
 
 def _die_with_parent() -> Optional[Callable[[], None]]:
     """Linux: SIGTERM the broker when the appliance dies (its own session
-    no longer shares the terminal's signals, so a SIGKILL would orphan it)."""
+    no longer shares the terminal's signals, so a SIGKILL would orphan it).
+    The kernel watches the starting *thread*: start the broker from one that
+    lives as long as the broker should (the main thread does)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -69,8 +72,11 @@ def ensure_local_broker(host: str, port: int, workdir: str) -> Optional[subproce
     os.makedirs(workdir, exist_ok=True)
     conf = os.path.join(workdir, "mosquitto.conf")
     with open(conf, "w") as fh:
-        fh.write("listener %d %s\nallow_anonymous true\npersistence false\n"
-                 "log_dest file %s\n" % (port, listen_address(host), os.path.join(workdir, "mosquitto.log")))
+        # "user": as root, mosquitto would switch to user mosquitto, which could not write this log
+        # and would clear the death signal below (the kernel drops it on a change of credentials)
+        fh.write("listener %d %s\nallow_anonymous true\npersistence false\nuser %s\n"
+                 "log_dest file %s\n" % (port, listen_address(host), pwd.getpwuid(os.getuid()).pw_name,
+                                         os.path.join(workdir, "mosquitto.log")))
     proc = subprocess.Popen([exe, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, preexec_fn=_die_with_parent())
     deadline = time.monotonic() + 10

@@ -98,3 +98,30 @@ def test_broker_for_ipv6_loopback_listens_on_ipv6_loopback(tmp_path):
 def test_an_existing_broker_is_left_alone(mosquitto, tmp_path):
     assert ensure_local_broker("127.0.0.1", mosquitto.port, str(tmp_path / "broker")) is None
     assert not (tmp_path / "broker").exists()
+
+
+@needs_mosquitto
+def test_the_broker_does_not_outlive_a_killed_appliance(tmp_path):
+    """In its own session the broker no longer gets the terminal's signals; a SIGKILLed
+    appliance must not leave it behind holding the port."""
+    port = free_port()
+    script = ("import sys, time; from edge.localbroker import ensure_local_broker; "
+              "p = ensure_local_broker('127.0.0.1', %d, sys.argv[1]); print(p.pid, flush=True); time.sleep(120)"
+              % port)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "broker")], cwd=ROOT,
+                            stdout=subprocess.PIPE, universal_newlines=True)
+    try:
+        broker_pid = int(proc.stdout.readline())
+        assert listening("127.0.0.1", port, 0.2)
+        proc.kill()
+        proc.wait(10)
+        wait_until(lambda: not listening("127.0.0.1", port, 0.2), 10, "the orphaned broker to stop")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+    with pytest.raises(OSError):     # gone, not merely closed its port
+        for _ in range(50):
+            os.kill(broker_pid, 0)
+            time.sleep(0.1)
