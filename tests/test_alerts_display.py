@@ -22,3 +22,15 @@ def test_a_hostile_file_name_stays_on_one_line():
     line = format_event(event(message="bad\nFORGED", file_name="a b\n12:00:00  x/y  POSITIVE.dcm", code="corrupt"))
     assert "\n" not in line and "\r" not in line
     assert 'file="a b\\n12:00:00  x/y  POSITIVE.dcm"' in line and "code=corrupt" in line
+
+
+def test_an_unreachable_broker_is_said_once_not_silently_waited_for():
+    import io
+    from edge.alerts.display import run_display
+    from edge.settings import MqttSettings
+    from tests.mosquitto import free_port
+    out = io.StringIO()
+    settings = MqttSettings(port=free_port(), reconnect_min_s=0.1, reconnect_max_s=0.2)   # nothing listens
+    assert run_display(settings, "+/+", out=out, timeout=2.0) == 0
+    lines = out.getvalue().splitlines()
+    assert len([l for l in lines if "cannot connect to 127.0.0.1:%d" % settings.port in l]) == 1, lines

@@ -108,7 +108,14 @@ def run_display(settings: MqttSettings, topics_filter: str = "+/+", out: TextIO 
                 outcome["rc"] = 2
                 done.set()
             return
+        outcome.pop("unreachable", None)
         client.subscribe([(f, 1) for f in filters.values()])
+
+    def on_connect_fail(client, userdata):
+        if not outcome.get("unreachable"):      # say it once, not at every retry
+            outcome["unreachable"] = True
+            emit("cannot connect to %s:%d%s; retrying (Ctrl-C to stop)" % (
+                settings.host, settings.port, " (TLS)" if settings.tls.enabled else ""))
 
     def on_message(client, userdata, msg):
         leaf = msg.topic.rsplit("/", 1)[-1]
@@ -136,6 +143,7 @@ def run_display(settings: MqttSettings, topics_filter: str = "+/+", out: TextIO 
     configure_client(client, settings)
     client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)
     client.on_connect = on_connect
+    client.on_connect_fail = on_connect_fail
     client.on_message = on_message
     client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
     client.loop_start()
