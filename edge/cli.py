@@ -10,6 +10,7 @@ from typing import List, Optional, Sequence
 from edge import __version__
 from edge.errors import (AlertError, CaptureError, ConfigError, ModelError, PneumoEdgeError,
                          StoreError)
+from edge.settings import BACKENDS, LOG_LEVELS
 
 log = logging.getLogger("pneumo-edge")
 
@@ -49,9 +50,9 @@ def _add_config_flags(p: argparse.ArgumentParser, groups: Sequence[str] = ALL_FL
         p.add_argument("--site", help="site name, one MQTT topic level (overrides site)")
         p.add_argument("--device", help="this cart's name, one MQTT topic level (overrides device)")
     if MODELS in groups:
-        p.add_argument("--backend", choices=("onnxruntime", "tensorrt", "auto"),
+        p.add_argument("--backend", choices=BACKENDS,
                        help="inference backend (overrides models.backend)")
-    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    p.add_argument("--log-level", choices=LOG_LEVELS,
                    help="log level (overrides log_level; default INFO or $PNEUMO_EDGE_LOG)")
 
 

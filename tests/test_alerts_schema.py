@@ -192,8 +192,5 @@ def test_topics():
                                             "pneumo/ward-3/cart-1/event")
     assert t.overlay("abc") == "pneumo/ward-3/cart-1/overlay/abc"
     assert subscription("pneumo", "alert") == "pneumo/+/+/alert"
-    for bad in ("ward/3", "ward+", "#", ""):
-        with pytest.raises(AlertError):
-            Topics("pneumo", bad, "cart-1")
-        with pytest.raises(AlertError):
-            Topics("pneumo", "ward-3", bad)
+    with pytest.raises(AlertError):
+        t.overlay("a/b")

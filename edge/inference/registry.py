@@ -10,17 +10,15 @@ from typing import Tuple
 from edge.errors import BackendUnavailable
 from edge.inference.backend import Backend
 from edge.inference.manifest import ModelManifest
-from edge.settings import ModelSettings
+from edge.settings import BACKENDS, ModelSettings
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnxruntime", "tensorrt", "auto")
+__all__ = ["BACKENDS", "create_backend", "resolve_backend_name"]
 
 
 def resolve_backend_name(settings: ModelSettings) -> Tuple[str, str]:
-    """(backend actually used, why)."""
-    if settings.backend not in BACKENDS:
-        raise BackendUnavailable("unknown backend %r (choose one of %s)" % (settings.backend, ", ".join(BACKENDS)))
+    """(backend actually used, why). settings.backend is one of BACKENDS: load_config checks it."""
     if settings.backend != "auto":
         return settings.backend, "configured"
     from edge.inference.tensorrt import tensorrt_available
