@@ -17,7 +17,7 @@ import tempfile
 from typing import List, Optional
 
 from build_engine.errors import NeedsDevice, ParityFailure, PrecisionUnsupported
-from build_engine.profiles import load_profile
+from build_engine.profiles import PRECISIONS, load_profile
 from build_engine.progress import Progress
 from edge.errors import ConfigError, ModelError, PneumoEdgeError
 
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--onnx", required=True, help="FP32 ONNX with its manifest JSON beside it")
     p.add_argument("--device", required=True, help="profile name in config/devices (xavier_nx, orin_nx, cpu) or a YAML")
-    p.add_argument("--precision", required=True, choices=("fp32", "fp16", "int8"),
+    p.add_argument("--precision", required=True, choices=PRECISIONS,
                    help="what to build (the profile says which it supports)")
     p.add_argument("--calib-dir", help="calibration images (default ../shared/data/nih-cxr14-subset/images, else "
                                        "generated phantoms)")
@@ -103,15 +103,6 @@ def run_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load_settings(path: str):
-    import edge.config as config
-    for name in ("load_settings", "load_config", "load"):
-        fn = getattr(config, name, None)
-        if fn is not None:
-            return fn(path)
-    raise ConfigError("edge.config has no loader (load_settings) yet", file=path)
-
-
 def run_ensure(argv: List[str]) -> int:
     p = argparse.ArgumentParser(prog="build-engine ensure", description="build missing or stale engines",
                                 epilog=__doc__[__doc__.index("Exit codes:"):],
@@ -121,8 +112,9 @@ def run_ensure(argv: List[str]) -> int:
     p.add_argument("--force", action="store_true", help="rebuild every engine, current or not")
     args = p.parse_args(argv)
     from build_engine.ensure import ensure_engines
+    from edge.config import load_config
     from edge.settings import Settings
-    settings = _load_settings(args.config) if args.config else Settings()
+    settings = load_config(args.config) if args.config else Settings()
     from edge.alerts.announce import announce_state
 
     def on_state(state: str) -> None:
@@ -142,7 +134,7 @@ def run_selftest(argv: List[str]) -> int:
                                 epilog=__doc__[__doc__.index("Exit codes:"):],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="xavier_nx", help="device profile (default: xavier_nx)")
-    p.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"), help="default: fp16")
+    p.add_argument("--precision", default="fp16", choices=PRECISIONS, help="default: fp16")
     p.add_argument("--out", help="output folder (default: a new temporary folder)")
     args = p.parse_args(argv)
     from build_engine.tiny_models import make_classifier, make_segmenter

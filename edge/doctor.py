@@ -67,7 +67,8 @@ def check_engines(settings: Settings) -> List[Check]:
     from edge.inference.engine_sidecar import (find_engine, model_stem, read_sidecar, rebuild_command,
                                                sidecar_mismatches, sidecar_path)
     from edge.inference.manifest import load_manifest
-    from edge.inference.tensorrt import device_facts, read_profile_precision
+    from edge.inference.device_profile import profile_precision
+    from edge.inference.tensorrt import device_facts
     facts = device_facts()
     level = FAIL if _needs_tensorrt(settings) else WARN
     out = []
@@ -79,7 +80,11 @@ def check_engines(settings: Settings) -> List[Check]:
             out.append(Check("engine:" + role, level, str(exc)))
             continue
         stem = model_stem(manifest.model_path)
-        wanted = read_profile_precision(m.device_profile, role)
+        try:
+            wanted = profile_precision(m.device_profile, role)
+        except PneumoEdgeError as exc:   # an invalid profile: its file, line and key
+            out.append(Check("engine:" + role, level, str(exc), "fix the device profile"))
+            continue
         engine, found = find_engine(m.engine_dir, stem, m.device_profile, wanted)
         command = rebuild_command(manifest.model_path, m.device_profile, wanted or "fp16", m.engine_dir)
         if engine is None:
