@@ -6,6 +6,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from edge.postprocess import sigmoid
+
 
 @dataclass(frozen=True)
 class ParityResult:
@@ -21,10 +23,10 @@ class ParityResult:
 
 
 def to_probability(x: np.ndarray, output_kind: str) -> np.ndarray:
-    x = x.astype(np.float64)
+    """Probabilities as float64, so differences between two outputs lose nothing more."""
     if output_kind == "logit":
-        return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
-    return x
+        return sigmoid(x).astype(np.float64)
+    return x.astype(np.float64)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
