@@ -104,7 +104,7 @@ class MqttSettings:
 @dataclass
 class AlertSettings:
     identify_by: List[str] = field(default_factory=list)   # e.g. ["accession_number"]; off by default
-    overlay_max_side: int = field(default=1024, metadata=_POSITIVE)
+    overlay_max_side: int = field(default=1024, metadata={"ge": 16})   # render_overlay needs 16 px or more
     overlay_quality: int = field(default=85, metadata={"ge": 1, "le": 100, "hint": "JPEG quality"})
 
 

@@ -479,3 +479,9 @@ def test_choice_lists_are_shared_by_settings_registry_cli_and_logging():
 def test_a_name_that_is_not_one_topic_level_is_refused(key, bad):
     err = error_of(None, {key: bad})
     assert err.key == key and ("may not contain" in str(err) or "must not be empty" in str(err))
+
+
+def test_overlay_limits_are_the_ones_render_overlay_accepts(tmp_path):
+    err = error_of(write(tmp_path, "alerts:\n  overlay_max_side: 15\n"))
+    assert err.key == "alerts.overlay_max_side" and "must be 16 or more, got 15" in str(err)
+    assert load_config(write(tmp_path, "alerts:\n  overlay_max_side: 16\n  overlay_quality: 1\n"))

@@ -11,7 +11,6 @@ from typing import Optional
 from edge.errors import AlertError
 
 _FORBIDDEN = ("+", "#", "/")
-LEAVES = ("alert", "status", "event")
 
 
 def _check_level(what: str, value: str) -> str:
