@@ -4,13 +4,10 @@ config.py loads YAML into these (unknown keys rejected, errors with
 file:line); the rest of the runtime only ever sees these objects.
 Defaults here are the embedded defaults `make run` uses.
 
-A field's own limits sit on the field, in `metadata`, and config.py checks
-them as it reads each value (so the error names that value's line):
-  choices: allowed values   upper: compare upper-cased (and store so)
-  gt / ge / le: numeric bounds   nonempty: a string that is not blank
-  format: a named check in config.FORMATS   hint: appended to the error
-  what: the noun in a choices error ("is not a logging level")
-Rules that span several keys stay in config._Validator.
+A field's own limits sit on the field, in `metadata` (choices, gt/ge/le,
+nonempty, format: a check in config.FORMATS; edge/field_rules.py lists them),
+checked as each value is read so the error names its line. Rules that span
+several keys are in config._Validator.
 """
 from dataclasses import dataclass, field
 from typing import List, Optional

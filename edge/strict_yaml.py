@@ -4,18 +4,10 @@ The dataclasses are the schema. yaml.compose keeps a line number on every
 node, so each mistake is reported as "file:line [dotted.key]: what is
 wrong"; an unknown key is an error (with "did you mean"), never ignored.
 
-Each field may declare its own limits in `metadata`, checked as its value is
-read, so the error names the line that value came from:
-  choices     allowed values (for a list: allowed items)
-  upper       compare upper-cased, and store upper-cased
-  what        the noun of a choices error: "'LOUD' is not a logging level"
-  gt, ge, le  numeric bounds
-  nonempty    a string that is not blank
-  format      the name of a check in the walker's `formats` (value -> problem or None)
-  hint        appended to the error, in parentheses
-  keys        allowed keys of a Dict[str, X] field
-  required    the key must be written (the default is only a placeholder)
-  internal    not a config key at all (set by the loader)
+Each field may declare its own limits in `metadata` (see edge/field_rules.py),
+checked as its value is read, so the error names the line it came from;
+`keys` limits the keys of a Dict[str, X] field, `required` makes a key
+mandatory, `internal` hides a field from the file.
 Rules that span several keys belong to the loader that uses this module.
 """
 import dataclasses
@@ -23,23 +15,14 @@ import difflib
 import math
 import os
 import re
-from typing import (Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple,
-                    Union, get_args, get_origin, get_type_hints)
+from typing import (Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union, get_args, get_origin,
+                    get_type_hints)
 
 import yaml
 from yaml.constructor import SafeConstructor
 
 from edge.errors import ConfigError
-
-RULE_KEYS = frozenset(("choices", "upper", "what", "gt", "ge", "le", "nonempty", "format", "hint",
-                       "keys", "required", "internal"))
-
-Formats = Mapping[str, Callable[[Any], Optional[str]]]
-
-
-class Where(NamedTuple):
-    file: Optional[str]
-    line: Optional[int]
+from edge.field_rules import Formats, Where, check_rules
 
 
 # -- reading YAML -------------------------------------------------------------
@@ -153,11 +136,8 @@ class Walker:
                                 key_node, key)
             self.origins[key] = Where(self.file, line_of(key_node))
             if is_section(inner):
-                if _is_null(value_node):
-                    out[name] = inner()
-                    self.mapping(out[name], yaml.MappingNode("tag:yaml.org,2002:map", [],
-                                                             value_node.start_mark), key + ".")
-                    continue
+                if _is_null(value_node):   # "segmenter:" alone: an entry with its defaults
+                    value_node = yaml.MappingNode("tag:yaml.org,2002:map", [], value_node.start_mark)
                 self._expect_mapping(value_node, key)
                 out[name] = inner()
                 self.mapping(out[name], value_node, key + ".")
@@ -384,56 +364,6 @@ def check_type(hint: Any, value: Any, raw: Optional[str], where: Where, dotted: 
         raise ConfigError("expected %s, got %s%s"
                           % (type_name(hint), describe_value(value, raw), hint_text),
                           where.file, where.line, dotted)
-    return value
-
-
-# -- the field's own rules (metadata) ----------------------------------------------
-
-def rule_problem(meta: Mapping[str, Any], value: Any,
-                 formats: Optional[Formats] = None) -> Tuple[Any, Optional[str]]:
-    """(value, what is wrong or None) under the field's metadata rules; None passes."""
-    if value is None or not meta:
-        return value, None
-    problem = None
-    if meta.get("upper") and isinstance(value, str):
-        shown, value = value, value.upper()
-    else:
-        shown = value
-    choices = meta.get("choices")
-    if choices is not None and value not in choices:
-        problem = "%r is not %s; use one of: %s" % (shown, meta.get("what", "allowed"),
-                                                    ", ".join(str(c) for c in choices))
-    elif meta.get("nonempty") and isinstance(value, str) and not value.strip():
-        problem = "must not be empty"
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        problem = _bounds_problem(meta, value)
-    if problem is None and "format" in meta:
-        problem = (formats or {})[meta["format"]](value)
-    if problem is not None and meta.get("hint"):
-        problem += " (%s)" % meta["hint"]
-    return value, problem
-
-
-def _bounds_problem(meta: Mapping[str, Any], value: Any) -> Optional[str]:
-    gt, ge, le = meta.get("gt"), meta.get("ge"), meta.get("le")
-    if ge is not None and le is not None and not ge <= value <= le:
-        if isinstance(ge, int) and isinstance(le, int):
-            return "must be %d..%d, got %r" % (ge, le, value)
-        return "must be between %g and %g, got %r" % (ge, le, value)
-    if gt is not None and not value > gt:
-        return "must be greater than %g, got %r" % (gt, value)
-    if ge is not None and le is None and not value >= ge:
-        return "must be %g or more, got %r" % (ge, value)
-    if le is not None and ge is None and not value <= le:
-        return "must be %g or less, got %r" % (le, value)
-    return None
-
-
-def check_rules(meta: Mapping[str, Any], value: Any, where: Where, dotted: str,
-                formats: Optional[Formats] = None) -> Any:
-    value, problem = rule_problem(meta, value, formats)
-    if problem is not None:
-        raise ConfigError(problem, where.file, where.line, dotted)
     return value
 
 

@@ -411,7 +411,7 @@ LIMITED = [(key, f) for key, f in _declared() if f.metadata]
 
 def test_every_field_rule_is_one_the_walker_knows():
     from edge.config import FORMATS
-    from edge.strict_yaml import RULE_KEYS
+    from edge.field_rules import RULE_KEYS
     assert len(LIMITED) >= 30
     for key, f in LIMITED:
         assert set(f.metadata) <= RULE_KEYS, key
@@ -421,7 +421,7 @@ def test_every_field_rule_is_one_the_walker_knows():
 
 def test_the_defaults_keep_their_own_limits():
     from edge.config import FORMATS
-    from edge.strict_yaml import rule_problem
+    from edge.field_rules import rule_problem
     defaults = Settings()
     for key, f in LIMITED:
         value = defaults
@@ -462,10 +462,9 @@ def test_a_rule_spanning_keys_blames_the_key_that_was_set(tmp_path):
     assert "decode.max_side (8192) is smaller than decode.min_side (9000)" in str(err)
 
 
-def test_choice_lists_are_shared_by_settings_registry_cli_and_logging():
+def test_choice_lists_are_shared_by_settings_cli_and_logging():
     from edge import cli, logsetup, settings
-    from edge.inference import registry
-    assert registry.BACKENDS is settings.BACKENDS and settings.LOG_LEVELS is logsetup.LEVELS
+    assert settings.LOG_LEVELS is logsetup.LEVELS
     assert "CRITICAL" in settings.LOG_LEVELS
     parser = cli.build_parser()
     run = parser._subparsers._group_actions[0].choices["run"]

@@ -10,15 +10,13 @@ from typing import Tuple
 from edge.errors import BackendUnavailable
 from edge.inference.backend import Backend
 from edge.inference.manifest import ModelManifest
-from edge.settings import BACKENDS, ModelSettings
+from edge.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BACKENDS", "create_backend", "resolve_backend_name"]
-
 
 def resolve_backend_name(settings: ModelSettings) -> Tuple[str, str]:
-    """(backend actually used, why). settings.backend is one of BACKENDS: load_config checks it."""
+    """(backend actually used, why); load_config has checked settings.backend against BACKENDS."""
     if settings.backend != "auto":
         return settings.backend, "configured"
     from edge.inference.tensorrt import tensorrt_available
