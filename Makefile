@@ -53,6 +53,8 @@ RUNTIME_TESTS := tests/test_decode*.py tests/test_capture_*.py tests/test_config
 	tests/test_logsetup.py tests/test_postprocess.py tests/test_pipeline.py tests/test_alerts_*.py \
 	tests/test_appliance.py tests/test_engine_sidecar.py tests/test_buffers.py tests/test_doctor.py \
 	tests/test_cli.py tests/test_localbroker.py
+# edge reads device profiles too (engine precision); one copy of each test helper module.
+RUNTIME_TESTS += tests/test_build_engine_profiles.py tests/test_helpers_import.py
 venv-floor: $(FSTAMP)
 $(FSTAMP): requirements/floor-py38.txt
 	@test -x $(FLOOR)/bin/python || $(PY) -m venv $(FLOOR)
