@@ -35,7 +35,8 @@ COMMAND_LINE = "command line"
 MODEL_PATH_KEYS = ("models.classifier", "models.segmenter", "models.engine_dir")
 DATA_PATH_KEYS = ("capture.dir", "state_dir")
 OPTIONAL_PATH_KEYS = ("mqtt.password_file", "mqtt.tls.ca_file",
-                      "mqtt.tls.cert_file", "mqtt.tls.key_file")
+                      "mqtt.tls.cert_file", "mqtt.tls.key_file",
+                      "display.token_file", "display.tls.cert_file", "display.tls.key_file")
 PATH_KEYS = MODEL_PATH_KEYS + DATA_PATH_KEYS + OPTIONAL_PATH_KEYS
 
 WATCH_MODES = ("auto", "inotify", "poll")
@@ -494,6 +495,7 @@ class _Validator:
         if not 1 <= s.alerts.overlay_quality <= 100:
             raise self.fail("alerts.overlay_quality",
                             "JPEG quality must be 1..100, got %d" % s.alerts.overlay_quality)
+        self.display()
         self.files()
 
     def mqtt(self) -> None:
@@ -529,6 +531,21 @@ class _Validator:
             raise self.fail(self.blame("mqtt.tls.cert_file", "mqtt.tls.key_file"),
                             "a client certificate needs both mqtt.tls.cert_file and "
                             "mqtt.tls.key_file; %s is not set" % missing)
+
+    def display(self) -> None:
+        d = self.s.display
+        if not self.s.alerts.escalate_after_s >= 0:
+            raise self.fail("alerts.escalate_after_s", "must be 0 (never) or more seconds")
+        self.non_empty("display.host")
+        if not 0 <= d.port <= 65535:
+            raise self.fail("display.port", "must be 0..65535 (0 = any free port), got %d" % d.port)
+        self.at_least("display.history", 1)
+        self.positive("display.stale_after_s")
+        if not d.sites or any(_TOPIC_LEVEL_FORBIDDEN.search(x) and x != "+" for x in d.sites):
+            raise self.fail("display.sites", "list site names or '+' (all sites), got %r" % d.sites)
+        if bool(d.tls.cert_file) != bool(d.tls.key_file):
+            raise self.fail(self.blame("display.tls.key_file", "display.tls.cert_file"),
+                            "set both display.tls.cert_file and display.tls.key_file, or neither")
 
     def files(self) -> None:
         """Files the runtime will need must exist now, so check-config says so.

@@ -86,6 +86,28 @@ class AlertSettings:
     identify_by: List[str] = field(default_factory=list)   # e.g. ["accession_number"]; off by default
     overlay_max_side: int = 1024
     overlay_quality: int = 85
+    overlay_region: bool = False         # also paint the region into the JPEG (displays draw it from finding.contours)
+    escalate_after_s: float = 300.0      # re-announce an unacknowledged positive this often; 0 = never
+
+
+@dataclass
+class DisplayTlsSettings:
+    cert_file: str = ""                  # HTTPS when both are set (the display's own certificate)
+    key_file: str = ""
+
+
+@dataclass
+class DisplaySettings:
+    """`pneumo-edge display`: the bedside web page and the upload-and-predict API."""
+    host: str = "127.0.0.1"              # 0.0.0.0 to serve the ward network (then set token_file)
+    port: int = 8080
+    display_id: str = ""                 # names this display in acks; empty = display-<hostname>
+    sites: List[str] = field(default_factory=lambda: ["+"])   # sites to follow; "+" = all
+    history: int = 50                    # alerts kept on the page (deduplicated by alert_id)
+    stale_after_s: float = 150.0         # a cart silent this long is marked stale (heartbeat 60 s)
+    token_file: str = ""                 # file holding the API token; empty = no authentication
+    tls: DisplayTlsSettings = field(default_factory=DisplayTlsSettings)
+    predict: bool = True                 # serve the upload page and POST /api/v1/predict
 
 
 @dataclass
@@ -100,4 +122,5 @@ class Settings:
     decision: DecisionSettings = field(default_factory=DecisionSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    display: DisplaySettings = field(default_factory=DisplaySettings)
     source_file: Optional[str] = field(default=None, metadata={"internal": True})

@@ -9,7 +9,7 @@ from typing import Optional
 from edge.errors import AlertError
 
 _FORBIDDEN = ("+", "#", "/")
-LEAVES = ("alert", "status", "event")
+LEAVES = ("alert", "status", "event")   # published by the appliance; displays publish "ack"
 
 
 def _check_level(what: str, value: str) -> str:
@@ -45,6 +45,11 @@ class Topics:
     @property
     def event(self) -> str:
         return self.base + "/event"
+
+    @property
+    def ack(self) -> str:
+        """Displays publish acknowledgements here; the appliance subscribes."""
+        return self.base + "/ack"
 
     def overlay(self, alert_id: str) -> str:
         return self.base + "/overlay/" + _check_level("alert_id", alert_id)
