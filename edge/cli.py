@@ -52,6 +52,7 @@ def cmd_run(args) -> int:
     if args.start_broker:
         broker = ensure_local_broker(settings.mqtt.host, settings.mqtt.port,
                                      os.path.join(settings.state_dir, "broker"))
+    display = _start_display(settings, args) if getattr(args, "with_display", False) else None
     try:
         app = Appliance(settings)
         incoming = app.folders.incoming
@@ -61,6 +62,8 @@ def cmd_run(args) -> int:
               flush=True)
         return app.run_forever(stop)
     finally:
+        if display is not None:
+            display.stop()
         stop_broker(broker)
 
 
@@ -68,6 +71,45 @@ def cmd_alerts(args) -> int:
     from edge.alerts.display import run_display
     settings = _settings(args)
     return run_display(settings.mqtt, args.filter or "+/+", count=args.count, timeout=args.timeout)
+
+
+# -- the bedside web display (edge/web) -----------------------------------------
+def _display_settings(args):
+    settings = _settings(args)
+    for attr, key in (("display_host", "host"), ("display_port", "port"), ("display_id", "display_id")):
+        if getattr(args, attr, None) is not None:
+            setattr(settings.display, key, getattr(args, attr))
+    if getattr(args, "no_predict", False):
+        settings.display.predict = False
+    return settings
+
+
+def _start_display(settings, args):
+    from edge.web.run import Display
+    for attr, key in (("display_host", "host"), ("display_port", "port")):
+        if getattr(args, attr, None) is not None:
+            setattr(settings.display, key, getattr(args, attr))
+    display = Display(settings)
+    display.start()
+    print("pneumo-edge display: open %s" % display.url, flush=True)
+    return display
+
+
+def cmd_display(args) -> int:
+    from edge.signals import stop_on_signals
+    stop, _restore = stop_on_signals()
+    from edge.web.run import run_display
+    return run_display(_display_settings(args), stop)
+
+
+def _add_display_parser(sub) -> None:
+    p = sub.add_parser("display", help="the bedside web page: live alerts, acknowledge, upload-and-predict")
+    _add_config_flags(p)
+    p.add_argument("--display-host", help="address to serve on (display.host; default 127.0.0.1)")
+    p.add_argument("--display-port", type=int, help="port to serve on (display.port; default 8080)")
+    p.add_argument("--display-id", help="this display's name in acknowledgements (display.display_id)")
+    p.add_argument("--no-predict", action="store_true", help="do not serve upload-and-predict (no models loaded)")
+    p.set_defaults(func=cmd_display)
 
 
 def cmd_check_config(args) -> int:
@@ -124,7 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.add_argument("--start-broker", action="store_true",
                    help="start a mosquitto on loopback if none is listening (demo/make run)")
+    p.add_argument("--with-display", action="store_true",
+                   help="also serve the bedside web page (see `display`) in this process")
+    p.add_argument("--display-port", type=int, help="with --with-display: its port (display.port)")
     p.set_defaults(func=cmd_run)
+    _add_display_parser(sub)
 
     p = sub.add_parser("alerts", help="subscribe and print alerts as they come (the simplest bedside display)")
     _add_config_flags(p)
