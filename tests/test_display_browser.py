@@ -86,7 +86,7 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path, broker, browser):
-    s = Stack(tmp_path, broker, browser)
+    s = Stack(tmp_path, broker, browser, escalate_after_s=1.0)
     yield s
     s.close()
 
@@ -122,11 +122,27 @@ def test_a_dropped_film_appears_with_its_region_and_acknowledge_survives_a_resta
     assert not card.locator("svg.region").is_visible()
     stack.page.check("#show-region")
 
+    # nobody acknowledged: the cart re-announces it, the page says so; sound only once enabled
+    card.locator(".escalated").wait_for(timeout=20000)
+    cart = stack.page.locator('.cart[data-cart="ward-4/cart-7"]')
+    stack.page.wait_for_function("document.querySelector('.cart .unacked') !== null", timeout=20000)
+    assert "1 unacknowledged" in cart.inner_text()
+    assert stack.page.evaluate("window.pneumo.beeps || 0") == 0
+    stack.page.click("#sound")
+    stack.page.wait_for_function("window.pneumo.beeps >= 2", timeout=20000)   # enable + the alarm's repeat
+    assert stack.page.evaluate("window.pneumo.state.audio.state") == "running"
+    stack.shot("1b-escalated")
+
     stack.page.fill("#initials", "JD")
     stack.page.locator("#alarm button.ack").click()
     stack.page.wait_for_selector("#alarm", state="hidden", timeout=10000)
     assert "Acknowledged by JD" in card.locator(".ack-state").inner_text()
     wait_until(lambda: app.acks.ack_of(outcome.alert_id), 20, "the appliance to record the ack")
+    stack.page.wait_for_function("document.querySelector('.cart .unacked') === null", timeout=20000)
+    beeps = stack.page.evaluate("window.pneumo.beeps")
+    time.sleep(6)                                       # the alarm's repeat interval is 5 s
+    assert stack.page.evaluate("window.pneumo.beeps") == beeps   # silent once acknowledged
+    assert card.locator(".escalated").count() == 0
     stack.shot("2-acknowledged")
 
     app.stop()                                          # restart the appliance: the ack is on disk
@@ -211,3 +227,24 @@ def test_upload_returns_the_overlay_for_a_chest_film_and_a_clear_error_for_an_mr
     assert "wrong_modality" in text and "MR" in text
     assert stack.page.locator("#result").is_hidden()
     stack.shot("7-upload-mr")
+
+
+def test_a_cart_without_heartbeat_turns_stale(tmp_path, broker, browser):
+    from tests.mosquitto import Subscriber
+    s = Stack(tmp_path, broker, browser)
+    s.settings.display.stale_after_s = 2.0
+    s.display.stop()
+    s.display = Display(s.settings)
+    s.display.start()
+    try:
+        s.open()
+        with Subscriber(broker.port, ["unused/#"]) as pub:
+            pub.client.publish("pneumo/ward-4/cart-5/status", json.dumps(
+                {"schema_version": 1, "state": "online", "site": "ward-4", "device": "cart-5",
+                 "queue_depth": 0}), qos=1).wait_for_publish(5)
+        s.page.wait_for_selector('.cart.online[data-cart="ward-4/cart-5"]', timeout=10000)
+        s.page.wait_for_selector('.cart.stale[data-cart="ward-4/cart-5"]', timeout=10000)
+        assert "STALE: no heartbeat for" in s.page.locator('.cart[data-cart="ward-4/cart-5"]').inner_text()
+        s.shot("8-stale")
+    finally:
+        s.close()

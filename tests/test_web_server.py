@@ -241,3 +241,77 @@ def test_acknowledge_publishes_the_ack_at_qos1_and_re_sends_it_when_the_cart_mis
         srv.shutdown()
         srv.server_close()
         feed.stop()
+
+
+def test_the_persistent_session_hands_over_what_arrived_while_the_display_was_away(mqtt_settings):
+    first = DisplayState()
+    feed = MqttFeed(mqtt_settings, first, "monitor-2", ["ward-4"])
+    feed.start()
+    wait_until(lambda: feed.connected, 20, "the display to connect")
+    feed.stop()                                          # the display goes away (its session stays)
+    with Subscriber(mqtt_settings.port, ["unused/#"]) as pub:
+        pub.client.publish("pneumo-test/ward-4/cart-7/alert", json.dumps(alert(21, True)), qos=1).wait_for_publish(5)
+        pub.client.publish("pneumo-test/ward-9/cart-1/alert", json.dumps(alert(22)), qos=1).wait_for_publish(5)
+    again = DisplayState()
+    feed = MqttFeed(mqtt_settings, again, "monitor-2", ["ward-4"])       # same display id
+    try:
+        feed.start()
+        wait_until(lambda: again.alert("%032x" % 21), 20, "the alert sent while the display was away")
+        assert again.alert("%032x" % 22) is None               # another site: not followed
+    finally:
+        feed.stop()
+
+
+def test_a_retained_status_counts_from_the_carts_own_time(mqtt_settings):
+    state = DisplayState()
+    with Subscriber(mqtt_settings.port, ["unused/#"]) as pub:
+        pub.client.publish("pneumo-test/ward-4/cart-7/status", json.dumps(
+            {"state": "online", "at": "2024-05-01T08:30:00.000Z", "queue_depth": 3}), qos=1,
+            retain=True).wait_for_publish(5)
+    feed = MqttFeed(mqtt_settings, state, "monitor-3", ["+"])
+    try:
+        feed.start()
+        wait_until(lambda: state.snapshot()["carts"], 20, "the retained status")
+        cart = state.snapshot()["carts"][0]
+        assert cart["key"] == "ward-4/cart-7" and cart["queue_depth"] == 3
+        assert cart["heartbeat_ms"] == 1714552200000          # old: the page shows it stale at once
+    finally:
+        feed.stop()
+
+
+def test_display_serves_https_and_wants_its_token(settings, tmp_path, mosquitto):
+    import ssl
+    from tests.test_alerts_publisher import _make_certs
+    from edge.errors import ConfigError
+    from edge.web.run import Display
+    if subprocess_missing("openssl"):
+        pytest.skip("openssl CLI not installed")
+    pki = _make_certs(tmp_path)
+    token_file = tmp_path / "token"
+    token_file.write_text("short\n")
+    s = make_settings(tmp_path / "d", mosquitto.port)
+    s.display.port, s.display.predict = 0, False
+    s.display.token_file = str(token_file)
+    s.display.tls.cert_file, s.display.tls.key_file = pki["certfile"], pki["keyfile"]
+    with pytest.raises(ConfigError, match="at least 16"):
+        Display(s)
+    token_file.write_text(TOKEN + "\n")
+    display = Display(s)
+    display.start()
+    try:
+        assert display.url.startswith("https://")
+        ctx = ssl.create_default_context(cafile=pki["cafile"])
+        url = display.url + "api/v1/state"
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url, context=ctx, timeout=10)
+        assert err.value.code == 401
+        req = urllib.request.Request(url, headers={"Authorization": "Bearer " + TOKEN})
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            assert json.loads(r.read())["display_id"].startswith("display-")
+    finally:
+        display.stop()
+
+
+def subprocess_missing(tool):
+    import shutil
+    return shutil.which(tool) is None

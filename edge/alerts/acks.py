@@ -176,6 +176,7 @@ class Acks:
 
     def _run(self) -> None:
         last_check = last_prune = 0.0
+        last_count = None
         try:
             while not self._stop.is_set():
                 try:
@@ -183,13 +184,17 @@ class Acks:
                 except queue.Empty:
                     payload = None
                 try:
-                    if payload is not None and self.record_ack(payload) and self._publisher is not None:
-                        self._publisher.publish_status()      # displays see the ack at once
+                    changed = payload is not None and self.record_ack(payload)
                     now = time.monotonic()
                     if now - last_check >= CHECK_INTERVAL_S:
                         last_check = now
                         if self.escalate() and self._publisher is not None:
                             self._publisher.notify()
+                        count = self.status().get("unacknowledged")
+                        changed = changed or count != last_count     # a new positive, or acked
+                        last_count = count
+                    if changed and self._publisher is not None:
+                        self._publisher.publish_status()      # displays see it now, not at the next heartbeat
                     if now - last_prune > 3600.0:
                         last_prune = now
                         self.prune()

@@ -122,7 +122,7 @@ class MqttFeed:
             if leaf == "alert":
                 self.state.on_alert(payload)
             elif leaf == "status":
-                for alert_id in self.state.on_status(site, device, payload):
+                for alert_id in self.state.on_status(site, device, payload, retained=bool(msg.retain)):
                     ack = self.state.my_ack(alert_id)
                     if ack is not None:     # the cart missed our ack (it was away): send again
                         log.info("cart %s/%s still lists %s as unacknowledged; re-sending the ack",

@@ -97,9 +97,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        extra = dict(extra or {})
+        self.send_header("Cache-Control", extra.pop("Cache-Control", "no-store"))
         self.send_header("X-Content-Type-Options", "nosniff")
-        for k, v in (extra or {}).items():
+        for k, v in extra.items():
             self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
@@ -160,7 +161,8 @@ class Handler(BaseHTTPRequestHandler):
             jpeg = self.server.state.overlay(alert_id) if ALERT_ID.match(alert_id) else None
             if jpeg is None:
                 return self._error(404, "not_found", "no overlay held for this alert")
-            return self._send(200, jpeg, "image/jpeg")
+            return self._send(200, jpeg, "image/jpeg",           # one alert_id, one image: cacheable
+                              {"Cache-Control": "private, max-age=86400, immutable"})
         if path == "/api/v1/state":
             return self._json(200, self.server.state.snapshot())
         if path == "/api/v1/events":

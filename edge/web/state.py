@@ -10,6 +10,7 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from datetime import datetime
 from typing import Any, Dict, List, Optional, Set
 
 LISTENER_QUEUE = 1000        # events buffered per page; a page that falls behind is resynced
@@ -17,6 +18,17 @@ LISTENER_QUEUE = 1000        # events buffered per page; a page that falls behin
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _parse_ms(stamp: Any) -> Optional[int]:
+    """Epoch ms of an ISO-8601 UTC stamp as the appliance writes them, else None."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.strptime(stamp.replace("Z", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        return None
+    return int(moment.timestamp() * 1000)
 
 
 class DisplayState:
@@ -94,15 +106,23 @@ class DisplayState:
                 view["overlay"] = True
             self._emit({"type": "overlay", "alert_id": alert_id})
 
-    def on_status(self, site: str, device: str, status: Dict[str, Any]) -> List[str]:
+    def on_status(self, site: str, device: str, status: Dict[str, Any],
+                  retained: bool = False) -> List[str]:
         """Record a cart's retained status / heartbeat / last-will. Returns the
         alert ids this display acknowledged that the cart still lists as
-        unacknowledged (the ack was lost: the feed sends it again)."""
+        unacknowledged (the ack was lost: the feed sends it again).
+
+        retained: the broker's stored copy, handed over on subscribing; it may
+        be old, so its heartbeat time is the cart's own `at` (never later
+        than now), not the moment it reached us."""
         key = "%s/%s" % (site, device)
+        heard = _now_ms()
+        if retained:
+            heard = min(heard, _parse_ms(status.get("at")) or heard)
         acks = status.get("acks") if isinstance(status.get("acks"), dict) else {}
         cart = {"key": key, "site": site, "device": device, "state": status.get("state"),
                 "clean": status.get("clean"), "queue_depth": status.get("queue_depth"),
-                "at": status.get("at"), "heard_ms": _now_ms(), "backend": status.get("backend"),
+                "at": status.get("at"), "heard_ms": heard, "backend": status.get("backend"),
                 "intended_use": status.get("intended_use"), "version": status.get("version"),
                 "models": status.get("models"), "unacknowledged": acks.get("unacknowledged"),
                 "capture_mode": status.get("capture_mode")}
@@ -129,7 +149,9 @@ class DisplayState:
             if event.get("kind") == "escalated":
                 view = self._alerts.get(str(fields.get("alert_id")))
                 if view is not None and view.get("ack") is None:
-                    view["escalations"] = int(fields.get("announcement") or view["escalations"] + 1)
+                    # announcement 2 is the first re-announcement
+                    n = int(fields.get("announcement") or 0)
+                    view["escalations"] = n - 1 if n >= 2 else view["escalations"] + 1
                     self._emit({"type": "escalated", "alert_id": fields.get("alert_id"),
                                 "escalations": view["escalations"]})
             self._emit({"type": "event", "cart": key, "event": summary})

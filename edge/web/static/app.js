@@ -1,7 +1,7 @@
 /* The bedside page: live over Server-Sent Events from the display server. */
 "use strict";
-const LATEST = 4;
-const S = {alerts: new Map(), carts: new Map(), offset: 0, stale: 150, displayId: "", sound: false,
+const LATEST = 3;
+const S = {history: 50, alerts: new Map(), carts: new Map(), offset: 0, stale: 150, displayId: "", sound: false,
            audio: null, lastBeep: 0, connected: false, serverUp: false};
 window.pneumo = {renders: {}, state: S};
 
@@ -117,11 +117,27 @@ function card(view) {
   }
   return node;
 }
+const cards = new Map();   /* alert_id -> {sig, node}: a card is rebuilt only when it changed */
+function cachedCard(view) {
+  const sig = JSON.stringify([view.ack, view.ackQueued, view.overlay, view.escalations]);
+  const hit = cards.get(view.alert.alert_id);
+  if (hit && hit.sig === sig) return hit.node;
+  const node = card(view);
+  cards.set(view.alert.alert_id, {sig: sig, node: node});
+  return node;
+}
 function renderLatest() {
   const box = document.getElementById("latest");
   const views = sorted().slice(0, LATEST);
   if (!views.length) return;
-  box.replaceChildren(...views.map(card));
+  const nodes = views.map(cachedCard);
+  if (nodes.length !== box.children.length || nodes.some((n, i) => box.children[i] !== n)) box.replaceChildren(...nodes);
+  const keep = new Set(views.map(v => v.alert.alert_id));
+  for (const id of [...cards.keys()]) if (!keep.has(id)) cards.delete(id);
+}
+function forget(alertId) {
+  S.alerts.delete(alertId);
+  delete window.pneumo.renders[alertId];
 }
 function renderHistory() {
   const body = document.querySelector("#history tbody");
@@ -132,7 +148,7 @@ function renderHistory() {
       el("td", {text: a.source.file_name}),
       el("td", {text: f.pneumothorax ? "POSITIVE " + (f.side || "") : "negative"}),
       el("td", {text: fmtP(f.probability)}),
-      el("td", {text: f.pneumothorax ? (v.ack ? "\u2713 " + (v.ack.initials || v.ack.display_id) : "\u2717") : ""}));
+      el("td", {text: f.pneumothorax ? (v.ack ? "\u2713 " + (v.ack.initials || "") : "\u2717") : ""}));
   }));
 }
 function renderAlarm() {
@@ -164,7 +180,7 @@ function stampRender(ids) {
 function handle(ev) {
   switch (ev.type) {
     case "snapshot":
-      S.offset = Date.now() - ev.server_ms; S.stale = ev.stale_after_s; S.displayId = ev.display_id;
+      S.offset = Date.now() - ev.server_ms; S.stale = ev.stale_after_s; S.displayId = ev.display_id; S.history = ev.history;
       document.getElementById("display-id").textContent = ev.display_id;
       S.alerts = new Map(ev.alerts.map(v => [v.alert.alert_id, v]));
       S.carts = new Map(ev.carts.map(c => [c.key, c]));
@@ -173,7 +189,7 @@ function handle(ev) {
       break;
     case "alert":
       S.alerts.set(ev.view.alert.alert_id, ev.view);
-      while (S.alerts.size > 200) S.alerts.delete(sorted().pop().alert.alert_id);
+      while (S.alerts.size > S.history) forget(sorted().pop().alert.alert_id);
       render(); stampRender([ev.view.alert.alert_id]);
       if (ev.view.alert.finding.pneumothorax) beep();
       break;
