@@ -9,8 +9,7 @@ import shutil
 from typing import Optional
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--autoplay-policy=no-user-gesture-required"]
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def chromium_binary() -> Optional[str]:

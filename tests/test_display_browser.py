@@ -15,7 +15,7 @@ import pytest
 
 from edge.app import Appliance
 from edge.web.run import Display
-from tests.browser import launch, skip_reason
+from tests.browser import CHROMIUM_ARGS, chromium_binary, launch, skip_reason
 from tests.dicom_factory import chest_phantom, write_dicom
 from tests.mosquitto import Mosquitto, mosquitto_binary
 from tests.test_appliance import ROOT, drop_dicom, make_settings, wait_until
@@ -27,12 +27,17 @@ pytestmark = [pytest.mark.slow,
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        b = launch(p)
-        yield b
-        b.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    b = launch(playwright)
+    yield b
+    b.close()
 
 
 @pytest.fixture
@@ -248,3 +253,18 @@ def test_a_cart_without_heartbeat_turns_stale(tmp_path, broker, browser):
         s.shot("8-stale")
     finally:
         s.close()
+
+
+def test_a_kiosk_allowed_to_autoplay_has_sound_on_without_a_click(tmp_path, broker, playwright):
+    kiosk = playwright.chromium.launch(executable_path=chromium_binary(), headless=True,
+                                       args=CHROMIUM_ARGS + ["--autoplay-policy=no-user-gesture-required"])
+    try:
+        s = Stack(tmp_path, broker, kiosk)
+        try:
+            s.open()
+            assert s.page.locator("#sound").inner_text() == "Sound on"
+            assert s.page.evaluate("window.pneumo.state.sound") is True
+        finally:
+            s.close()
+    finally:
+        kiosk.close()

@@ -23,13 +23,20 @@ function beep() {
   S.lastBeep = Date.now();
   window.pneumo.beeps = (window.pneumo.beeps || 0) + 1;
 }
-document.getElementById("sound").addEventListener("click", (ev) => {
-  S.sound = !S.sound;
-  if (S.sound && !S.audio) S.audio = new (window.AudioContext || window.webkitAudioContext)();
-  ev.target.textContent = S.sound ? "Sound on" : "Enable sound";
-  ev.target.classList.toggle("on", S.sound);
-  if (S.sound) beep();
-});
+function setSound(on) {
+  S.sound = on;
+  if (on && !S.audio) S.audio = new (window.AudioContext || window.webkitAudioContext)();
+  if (on && S.audio.state === "suspended") S.audio.resume();
+  const button = document.getElementById("sound");
+  button.textContent = on ? "Sound on" : "Enable sound";
+  button.classList.toggle("on", on);
+}
+document.getElementById("sound").addEventListener("click", () => { setSound(!S.sound); if (S.sound) beep(); });
+/* A kiosk started with --autoplay-policy=no-user-gesture-required may sound without a click. */
+(() => {
+  const ctx = new (window.AudioContext || window.webkitAudioContext)();
+  if (ctx.state === "running") { S.audio = ctx; setSound(true); } else ctx.close();
+})();
 applyRegionToggle(document.getElementById("show-region"));
 
 /* --- connection --- */
