@@ -315,3 +315,23 @@ def test_display_serves_https_and_wants_its_token(settings, tmp_path, mosquitto)
 def subprocess_missing(tool):
     import shutil
     return shutil.which(tool) is None
+
+
+def test_a_file_just_over_the_limit_inside_a_form_is_still_too_large(server):
+    body, headers = multipart("big.dcm", b"\0" * (1024 * 1024 + 1000))      # limit: 1 MB (fixture)
+    status, out, _ = request(server, "POST", "/api/v1/predict", body, headers)
+    assert status == 413 and json.loads(out)["rejected"] == "too_large"
+
+
+def test_ack_wants_json_and_a_busy_port_is_a_clear_error(server, settings):
+    from edge.errors import ConfigError
+    from edge.web.run import Display
+    status, out, _ = request(server, "POST", "/api/v1/ack", b'{"alert_id": "%s"}' % (b"0" * 32),
+                             {"Content-Type": "text/plain"})
+    assert status == 415
+    settings.display.port = server.server_address[1]
+    try:
+        with pytest.raises(ConfigError, match="cannot serve the display"):
+            Display(settings)
+    finally:
+        settings.display.port = 8080

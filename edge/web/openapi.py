@@ -50,7 +50,8 @@ def openapi() -> Dict[str, Any]:
                     "properties": {"alert_id": {"type": "string"},
                                    "initials": {"type": "string", "maxLength": 8}}}}}},
                 "responses": {"200": {"description": "{delivered: bool, ack: {...}}"},
-                              "404": dict(json_error, description="alert unknown to this display")}}},
+                              "404": dict(json_error, description="alert unknown to this display"),
+                              "415": dict(json_error, description="not application/json")}}},
             "/api/v1/state": {"get": {"summary": "carts, recent alerts, broker connection",
                                       "responses": {"200": {"description": "snapshot"}}}},
             "/api/v1/events": {"get": {"summary": "Server-Sent Events: snapshot, then alert, overlay, cart, "

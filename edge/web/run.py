@@ -4,6 +4,7 @@ import socket
 import threading
 from typing import Optional
 
+from edge.errors import ConfigError
 from edge.settings import Settings
 from edge.web.mqtt_feed import MqttFeed
 from edge.web.predict import Predictor
@@ -32,8 +33,12 @@ class Display:
         self.state = DisplayState(d.history, d.stale_after_s, self.display_id)
         self.feed = MqttFeed(settings.mqtt, self.state, self.display_id, d.sites)
         self.predictor = Predictor(settings, self.display_id, pipeline) if d.predict else None
-        self.server = DisplayServer((d.host, d.port), self.state, self.feed, self.predictor,
-                                    settings, token, ctx)
+        try:
+            self.server = DisplayServer((d.host, d.port), self.state, self.feed, self.predictor,
+                                        settings, token, ctx)
+        except OSError as exc:
+            raise ConfigError("cannot serve the display on %s:%d: %s (set display.port or "
+                              "--display-port)" % (d.host, d.port, exc.strerror or exc))
         self._thread = None  # type: Optional[threading.Thread]
 
     @property

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from edge.errors import AlertError, ConfigError, DecodeError, PneumoEdgeError
 from edge.settings import Settings
+from edge.decode.checks import check_file_size
 from edge.web.openapi import openapi
 from edge.web.predict import BadUpload, Predictor, check_length, file_from_body
 from edge.web.state import DisplayState
@@ -78,6 +79,8 @@ class DisplayServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostname()          # all interfaces: name the machine, not 0.0.0.0
         return "%s://%s:%d/" % (self.scheme, host, port)
 
     def shutdown(self) -> None:
@@ -230,6 +233,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _ack(self) -> None:
         feed = self.server.feed
+        if not self.headers.get("Content-Type", "").startswith("application/json"):
+            # JSON only: a cross-site form cannot send it without a CORS preflight, which fails here
+            return self._error(415, "bad_request", "send the ack as application/json")
         try:
             body = json.loads(self._body(MAX_JSON_BODY).decode("utf-8") or "{}")
             alert_id = str(body.get("alert_id") or "")
@@ -262,11 +268,14 @@ class Handler(BaseHTTPRequestHandler):
         try:
             name, data = file_from_body(self.headers.get("Content-Type", ""), body)
             del body
+            check_file_size(len(data), settings.decode)     # the file itself, without the form around it
             if name == "upload":
                 name = (parse_qs(urlsplit(self.path).query).get("name") or ["upload"])[0]
             status, payload = predictor.predict(name, data)
         except BadUpload as exc:
             return self._error(400, exc.code, str(exc))
+        except DecodeError as exc:
+            return self._error(413, exc.code, str(exc))
         except PneumoEdgeError as exc:      # models missing, backend unavailable ...
             log.error("predict failed: %s", exc)
             return self._error(503, "models_unavailable", str(exc))
