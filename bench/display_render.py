@@ -107,6 +107,7 @@ def main() -> int:
         app.start()
         url = "http://127.0.0.1:%d/" % http_port
         wait(lambda: _up(url), 30, "the display to serve")
+        start_rss = rss_mb(display.pid)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1920, "height": 1080})
@@ -168,8 +169,8 @@ def main() -> int:
             pub.loop_stop()
             pub.disconnect()
             print("%d alerts (+60 KB overlay each) through the display in %.1f s" % (args.alerts, elapsed))
-            print("display process RSS      before %6.1f MB   after %6.1f MB   (+%.1f MB)"
-                  % (before_rss, after_rss, after_rss - before_rss))
+            print("display process RSS      at start %6.1f MB   before %6.1f MB   after %6.1f MB"
+                  % (start_rss, before_rss, after_rss))
             print("page JS heap             before %6.1f MB   after %6.1f MB" % (before_js, after_js))
             print("page DOM elements        before %6d      after %6d" % (before_dom, after_dom))
             browser.close()
