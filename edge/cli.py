@@ -52,8 +52,10 @@ def cmd_run(args) -> int:
     if args.start_broker:
         broker = ensure_local_broker(settings.mqtt.host, settings.mqtt.port,
                                      os.path.join(settings.state_dir, "broker"))
-    display = _start_display(settings, args) if getattr(args, "with_display", False) else None
+    display = None
     try:
+        if getattr(args, "with_display", False):
+            display = _start_display(settings, args)
         app = Appliance(settings)
         incoming = app.folders.incoming
         print("pneumo-edge %s ready.\n  Drop a chest radiograph (DICOM, PNG or JPEG) into:\n    %s\n"
@@ -74,8 +76,7 @@ def cmd_alerts(args) -> int:
 
 
 # -- the bedside web display (edge/web) -----------------------------------------
-def _display_settings(args):
-    settings = _settings(args)
+def _apply_display_flags(settings, args):
     for attr, key in (("display_host", "host"), ("display_port", "port"), ("display_id", "display_id")):
         if getattr(args, attr, None) is not None:
             setattr(settings.display, key, getattr(args, attr))
@@ -86,10 +87,7 @@ def _display_settings(args):
 
 def _start_display(settings, args):
     from edge.web.run import Display
-    for attr, key in (("display_host", "host"), ("display_port", "port")):
-        if getattr(args, attr, None) is not None:
-            setattr(settings.display, key, getattr(args, attr))
-    display = Display(settings)
+    display = Display(_apply_display_flags(settings, args))
     display.start()
     print("pneumo-edge display: open %s" % display.url, flush=True)
     return display
@@ -99,7 +97,7 @@ def cmd_display(args) -> int:
     from edge.signals import stop_on_signals
     stop, _restore = stop_on_signals()
     from edge.web.run import run_display
-    return run_display(_display_settings(args), stop)
+    return run_display(_apply_display_flags(_settings(args), args), stop)
 
 
 def _add_display_parser(sub) -> None:

@@ -541,7 +541,7 @@ class _Validator:
             raise self.fail("display.port", "must be 0..65535 (0 = any free port), got %d" % d.port)
         self.at_least("display.history", 1)
         self.positive("display.stale_after_s")
-        if not d.sites or any(_TOPIC_LEVEL_FORBIDDEN.search(x) and x != "+" for x in d.sites):
+        if not d.sites or any(not x or (_TOPIC_LEVEL_FORBIDDEN.search(x) and x != "+") for x in d.sites):
             raise self.fail("display.sites", "list site names or '+' (all sites), got %r" % d.sites)
         if bool(d.tls.cert_file) != bool(d.tls.key_file):
             raise self.fail(self.blame("display.tls.key_file", "display.tls.cert_file"),

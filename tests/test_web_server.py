@@ -335,3 +335,37 @@ def test_ack_wants_json_and_a_busy_port_is_a_clear_error(server, settings):
             Display(settings)
     finally:
         settings.display.port = 8080
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["display", "run"])
+def test_the_cli_serves_the_display_and_ctrl_c_stops_everything(tmp_path, mosquitto, command):
+    import signal
+    import subprocess
+    import sys
+    from tests.test_appliance import ROOT, write_config
+    from tests.mosquitto import free_port
+    port = free_port()
+    args = ["display", "--no-predict"] if command == "display" else ["run", "--with-display"]
+    log = open(str(tmp_path / "cli.log"), "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli"] + args +
+                            ["--config", write_config(tmp_path, mosquitto.port), "--display-port", str(port)],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def healthy():
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1) as r:
+                    return json.loads(r.read())["mqtt_connected"]
+            except OSError:
+                return False
+        wait_until(healthy, 60, "the display to serve and connect")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, open(str(tmp_path / "cli.log")).read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    out = open(str(tmp_path / "cli.log")).read()
+    assert "open http://127.0.0.1:%d/" % port in out
+    with pytest.raises(OSError):                                  # nothing left listening
+        urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=1)
