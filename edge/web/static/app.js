@@ -95,9 +95,12 @@ async function acknowledge(alertId, button) {
     if (view && !view.ack) view.ack = body.ack;
     if (view) view.ackQueued = !body.delivered;
     render();
+    document.getElementById("ack-error").hidden = true;
   } catch (e) {
     button.disabled = false;
-    alert("Acknowledge failed: " + e.message);
+    const box = document.getElementById("ack-error");   /* inline: a kiosk has nobody to close a dialog */
+    box.textContent = "Acknowledge failed: " + e.message;
+    box.hidden = false;
   }
 }
 function card(view) {
