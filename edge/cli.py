@@ -94,7 +94,10 @@ def cmd_run(args) -> int:
     if args.start_broker:
         broker = ensure_local_broker(settings.mqtt.host, settings.mqtt.port,
                                      os.path.join(settings.state_dir, "broker"))
+    display = None
     try:
+        if getattr(args, "with_display", False):
+            display = _start_display(settings, args)
         app = Appliance(settings)
         incoming = app.folders.incoming
         print("pneumo-edge %s ready.\n  Drop a chest radiograph (DICOM, PNG or JPEG) into:\n    %s\n"
@@ -103,6 +106,8 @@ def cmd_run(args) -> int:
               flush=True)
         return app.run_forever(stop)
     finally:
+        if display is not None:
+            display.stop()
         stop_broker(broker)     # after the appliance has said offline through it
 
 
@@ -110,6 +115,40 @@ def cmd_alerts(args) -> int:
     from edge.alerts.display import run_display
     settings = _settings(args)
     return run_display(settings.mqtt, args.filter or "+/+", count=args.count, timeout=args.timeout)
+
+
+# -- the bedside web display (edge/web) -----------------------------------------
+def _apply_display_flags(settings, args):
+    for attr, key in (("display_host", "host"), ("display_port", "port"), ("display_id", "display_id")):
+        if getattr(args, attr, None) is not None:
+            setattr(settings.display, key, getattr(args, attr))
+    if getattr(args, "no_predict", False):
+        settings.display.predict = False
+    return settings
+
+
+def _start_display(settings, args):
+    from edge.web.run import Display
+    display = Display(_apply_display_flags(settings, args))
+    display.start()
+    print("pneumo-edge display: open %s" % display.url, flush=True)
+    return display
+
+
+def cmd_display(args) -> int:
+    from edge.signals import stop_on_signals
+    stop, _restore = stop_on_signals()
+    from edge.web.run import run_display
+    return run_display(_apply_display_flags(_settings(args), args), stop)
+
+
+def _add_display_parser(sub) -> None:
+    p = _command(sub, "display", "the bedside web page: live alerts, acknowledge, upload-and-predict",
+                 cmd_display, (MQTT, MODELS))
+    p.add_argument("--display-host", help="address to serve on (display.host; default 127.0.0.1)")
+    p.add_argument("--display-port", type=int, help="port to serve on (display.port; default 8080)")
+    p.add_argument("--display-id", help="this display's name in acknowledgements (display.display_id)")
+    p.add_argument("--no-predict", action="store_true", help="do not serve upload-and-predict (no models loaded)")
 
 
 def cmd_check_config(args) -> int:
@@ -208,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "run", "run the appliance: watch the capture folder, alert over MQTT", cmd_run)
     p.add_argument("--start-broker", action="store_true",
                    help="start a mosquitto on loopback if none is listening (demo/make run)")
+    p.add_argument("--with-display", action="store_true",
+                   help="also serve the bedside web page (see `display`) in this process")
+    p.add_argument("--display-port", type=int, help="with --with-display: its port (display.port)")
 
     p = _command(sub, "alerts", "subscribe and print alerts as they come (the simplest bedside display)",
                  cmd_alerts, (MQTT,))
@@ -227,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compact", action="store_true", help="one line of JSON per file (default: indented)")
 
     _command(sub, "doctor", "check GPU, TensorRT, engines, broker, folders, disk and parity", cmd_doctor)
+    _add_display_parser(sub)
 
     try:
         from edge.bench.cli import add_bench_arguments

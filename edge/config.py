@@ -31,7 +31,8 @@ COMMAND_LINE = "command line"
 MODEL_PATH_KEYS = ("models.classifier", "models.segmenter", "models.engine_dir")
 DATA_PATH_KEYS = ("capture.dir", "state_dir")
 OPTIONAL_PATH_KEYS = ("mqtt.password_file", "mqtt.tls.ca_file",
-                      "mqtt.tls.cert_file", "mqtt.tls.key_file")
+                      "mqtt.tls.cert_file", "mqtt.tls.key_file",
+                      "display.token_file", "display.tls.cert_file", "display.tls.key_file")
 PATH_KEYS = MODEL_PATH_KEYS + DATA_PATH_KEYS + OPTIONAL_PATH_KEYS
 
 _TOPIC_LEVEL_FORBIDDEN = re.compile(r"[+#/\s\x00]")
@@ -157,6 +158,7 @@ class _Validator:
                             "decode.max_side (%d) is smaller than decode.min_side (%d)"
                             % (s.decode.max_side, s.decode.min_side))
         self.mqtt()
+        self.display()
         if self.check_files:
             self.files()
 
@@ -182,6 +184,14 @@ class _Validator:
             raise self.fail(self.blame("mqtt.tls.cert_file", "mqtt.tls.key_file"),
                             "a client certificate needs both mqtt.tls.cert_file and "
                             "mqtt.tls.key_file; %s is not set" % missing)
+
+    def display(self) -> None:
+        d = self.s.display
+        if not d.sites or any(not x or (_TOPIC_LEVEL_FORBIDDEN.search(x) and x != "+") for x in d.sites):
+            raise self.fail("display.sites", "list site names or '+' (all sites), got %r" % d.sites)
+        if bool(d.tls.cert_file) != bool(d.tls.key_file):
+            raise self.fail(self.blame("display.tls.key_file", "display.tls.cert_file"),
+                            "set both display.tls.cert_file and display.tls.key_file, or neither")
 
     def files(self) -> None:
         """Files the runtime will need must exist now, so check-config says so.

@@ -103,6 +103,28 @@ class AlertSettings:
     identify_by: List[str] = field(default_factory=list)   # e.g. ["accession_number"]; off by default
     overlay_max_side: int = field(default=1024, metadata={"ge": 16})   # render_overlay needs 16 px or more
     overlay_quality: int = field(default=85, metadata={"ge": 1, "le": 100, "hint": "JPEG quality"})
+    overlay_region: bool = False         # also paint the region into the JPEG (displays draw it from finding.contours)
+    escalate_after_s: float = field(default=300.0, metadata={"ge": 0})   # re-announce an unacknowledged positive this often; 0 = never
+
+
+@dataclass
+class DisplayTlsSettings:
+    cert_file: str = ""                  # HTTPS when both are set (the display's own certificate)
+    key_file: str = ""
+
+
+@dataclass
+class DisplaySettings:
+    """`pneumo-edge display`: the bedside web page and the upload-and-predict API."""
+    host: str = field(default="127.0.0.1", metadata=_PATH)   # 0.0.0.0 to serve the ward network (then set token_file)
+    port: int = field(default=8080, metadata={"ge": 0, "le": 65535, "hint": "0 = any free port"})
+    display_id: str = ""                 # names this display in acks; empty = display-<hostname>
+    sites: List[str] = field(default_factory=lambda: ["+"])   # sites to follow; "+" = all
+    history: int = field(default=50, metadata={"ge": 1})   # alerts kept on the page (deduplicated by alert_id)
+    stale_after_s: float = field(default=150.0, metadata=_POSITIVE)   # a cart silent this long is marked stale (heartbeat 60 s)
+    token_file: str = ""                 # file holding the API token; empty = no authentication
+    tls: DisplayTlsSettings = field(default_factory=DisplayTlsSettings)
+    predict: bool = True                 # serve the upload page and POST /api/v1/predict
 
 
 @dataclass
@@ -117,4 +139,5 @@ class Settings:
     decision: DecisionSettings = field(default_factory=DecisionSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    display: DisplaySettings = field(default_factory=DisplaySettings)
     source_file: Optional[str] = field(default=None, metadata={"internal": True})

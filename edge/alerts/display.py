@@ -141,7 +141,8 @@ def run_display(settings: MqttSettings, topics_filter: str = "+/+", out: TextIO 
                          client_id=settings.client_id and settings.client_id + "-display" or "",
                          protocol=mqtt.MQTTv311)
     configure_client(client, settings)
-    client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)
+    # a person is watching: retry at most 5 s apart, not the appliance's long backoff
+    client.reconnect_delay_set(min(settings.reconnect_min_s, 1.0), min(settings.reconnect_max_s, 5.0))
     client.on_connect = on_connect
     client.on_connect_fail = on_connect_fail
     client.on_message = on_message

@@ -44,6 +44,11 @@ class Topics:
     def event(self) -> str:
         return self.base + "/event"
 
+    @property
+    def ack(self) -> str:
+        """Displays publish acknowledgements here; the appliance subscribes."""
+        return self.base + "/ack"
+
     def overlay(self, alert_id: str) -> str:
         return self.base + "/overlay/" + _check_level("alert_id", alert_id)
 
