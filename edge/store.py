@@ -22,6 +22,7 @@ from typing import Iterator, List, Optional
 from edge.errors import StoreError
 
 DB_NAME = "pneumo-edge.sqlite3"
+BUSY_TIMEOUT_S = 30.0    # a writer waits this long for another's lock, then gets a StoreError
 
 # Errors that mean "this file is damaged", as opposed to locked, full or unwritable.
 _CORRUPT_HINTS = ("malformed", "not a database", "file is encrypted", "disk image",
@@ -101,10 +102,10 @@ class Store:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+                conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
                 conn.row_factory = sqlite3.Row
                 conn.execute("PRAGMA synchronous=FULL")   # an alert must survive a power cut
-                conn.execute("PRAGMA busy_timeout=30000")
+                conn.execute("PRAGMA busy_timeout=%d" % int(BUSY_TIMEOUT_S * 1000))
             except sqlite3.DatabaseError as exc:
                 if is_corruption(exc):
                     raise                              # __init__ heals it

@@ -23,8 +23,8 @@ from edge.errors import CorruptImage, MissingDecoder, NotAnImage, UnsupportedIma
 from edge.settings import DecodeSettings
 from edge.types import Image
 
-from .checks import (check_dimensions, check_frames, check_grey, check_modality,
-                     check_view, code_string, first_value)
+from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
+                     check_modality, check_view, code_string, first_value)
 
 # What a UID and a Short String may look like; anything else is not emitted
 # (a damaged length can make a value run into the patient's name).
@@ -82,7 +82,7 @@ def decode_dicom(data: bytes, settings: DecodeSettings) -> Image:
         pixels=pixels,
         source_format="dicom",
         modality=code_string(_text(ds, "Modality")),
-        view_position=code_string(_text(ds, "ViewPosition")),
+        view_position=_view_position(ds),
         pixel_spacing_mm=_spacing(ds),
         sop_instance_uid=_uid(ds, "SOPInstanceUID"),
         study_instance_uid=_uid(ds, "StudyInstanceUID"),
@@ -321,6 +321,16 @@ def _text(ds: "pydicom.Dataset", keyword: str) -> Optional[str]:
         return None
     text = str(value).strip()
     return text or None
+
+
+# DICOM's defined terms for ViewPosition, plus the lateral spellings checks.py knows.
+# Only these are emitted: a free-text value could be anything a person typed.
+VIEW_POSITIONS = frozenset({"AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO"}) | LATERAL_VIEWS
+
+
+def _view_position(ds: "pydicom.Dataset") -> Optional[str]:
+    view = code_string(_text(ds, "ViewPosition"))
+    return view if view in VIEW_POSITIONS else None
 
 
 def _uid(ds: "pydicom.Dataset", keyword: str) -> Optional[str]:
