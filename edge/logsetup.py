@@ -120,8 +120,14 @@ def _warning_to_log(message, category, filename, lineno, file=None, line=None) -
 
 
 def route_warnings() -> None:
-    """Send Python warnings through logging (idempotent)."""
+    """Send Python warnings through logging (idempotent). The file libraries'
+    warnings quote file values, so each is nearly unique: "always" keeps
+    Python from remembering every one it has shown (a registry that would
+    grow for ever in a long-running appliance); the filter above drops them
+    below DEBUG."""
     warnings.showwarning = _warning_to_log
+    for lib in FILE_LIBRARIES:
+        warnings.filterwarnings("always", module=lib + r"(\.|$)")
 
 
 class LineFormatter(logging.Formatter):

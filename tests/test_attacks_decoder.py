@@ -72,3 +72,38 @@ def test_random_damage_anywhere_in_the_header_is_a_decode_error_or_a_picture(fil
             decode_bytes(bytes(data))
         except DecodeError:
             pass
+
+
+PEAK_RSS = """
+import resource, sys
+from edge.decode import decode_bytes
+from edge.errors import DecodeError
+from edge.settings import DecodeSettings
+try:
+    decode_bytes(open(sys.argv[1], "rb").read(), DecodeSettings(min_side=4))
+except DecodeError:
+    pass
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_png_chunk_declaring_gigabytes_is_refused_before_opencv_allocates_them(tmp_path):
+    """Found by `make fuzz`: OpenCV allocated 3 GB for a 170-byte PNG."""
+    import os
+    import subprocess
+    import sys
+    import cv2
+    import numpy as np
+    ok, buf = cv2.imencode(".png", np.arange(256, dtype=np.uint8).reshape(16, 16))
+    data = bytearray(buf.tobytes())
+    idat = data.index(b"IDAT") - 4
+    ancillary = struct.pack(">I", 0xBD00003F) + b"tEXt"                # a chunk "3 GB long"
+    data[idat:idat] = ancillary + b"\0" * 8
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DecodeError):
+        decode_bytes(bytes(data))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    peak_mb = int(subprocess.check_output([sys.executable, "-c", PEAK_RSS, str(path)], cwd=root,
+                                          env=dict(os.environ, PYTHONPATH=root)).split()[-1])
+    assert peak_mb < 1024, "decoding a %d-byte PNG peaked at %d MB" % (len(data), peak_mb)
