@@ -356,24 +356,23 @@ class Appliance:
             self._successes += 1
 
     def _quarantine_stray(self, path: str, kind: str) -> None:
+        """A FIFO, folder or symlink in incoming/ is moved to rejected/ with a
+        reason file; one that cannot be moved (a folder owned by another
+        user) is reported once and left. Either way an event says so."""
         name = display_name(os.path.basename(path))
-        reason = "a %s, not an image file; moved out of incoming/" % kind
+        reason = "a %s, not an image file" % kind
         try:
-            event = build_event("rejected", reason, site=self.settings.site, device=self.settings.device,
-                                file_name=name, sha256=None, code="not_a_file")
-            with self.store.transaction() as conn:
-                self.outbox.enqueue_event(conn, self.topics, event)
-            where = self.folders.quarantine_stray(path, "not_a_file", reason)
+            where = self.folders.quarantine_stray(path, "not_a_file", reason + "; moved out of incoming/")
         except FileNotFoundError:
             return
-        except Exception as exc:  # noqa: BLE001 - try again when it settles anew
-            log.warning("cannot move %s (%s) out of incoming/: %s", name, kind, one_line(exc))
-            self.watcher.again(path)
-            return
+        except PneumoEdgeError as exc:
+            where = None
+            reason += "; it cannot be moved out of incoming/ (%s): remove it by hand" % one_line(exc)
         self._count("rejected")
-        log.warning("%s rejected (not_a_file): %s -> %s", name, reason, display_name(where))
+        (log.warning if where else log.error)("%s rejected (not_a_file): %s%s", name, reason,
+                                              " -> " + display_name(where) if where else "")
+        self._publish_event("not_a_file", reason, kind="rejected", file_name=name, sha256=None)
         self.outcomes.put(Outcome(name, "rejected", reason=reason))
-        self.publisher.notify()
 
     def _disk_ok(self) -> bool:
         was_paused = self.disk.paused
@@ -394,7 +393,8 @@ class Appliance:
         return ok
 
     def _publish_event(self, code: str, message: str, kind: str = "recovered", **fields: Any) -> None:
-        """Queue an appliance event (not about one file); never raises."""
+        """Queue an event that is not one file's verdict (appliance events,
+        strays in incoming/); never raises: if the store cannot take it, the log has it."""
         try:
             event = build_event(kind, message, site=self.settings.site, device=self.settings.device,
                                 code=code, **fields)

@@ -80,7 +80,8 @@ def test_unreadable_films_as_an_unprivileged_user_are_rejected_and_the_process_l
             os.chmod(locked, 0)
             os.rename(locked, os.path.join(capture, "incoming", "locked.dcm"))
             drop(os.path.join(capture, "incoming"), "good.dcm", dicom_bytes(13))
-            ok = sub.wait_for(lambda s: received(s, base + "alert") and len(received(s, base + "event")) >= 2, 90)
+            os.mkdir(os.path.join(capture, "incoming", "cart-folder.dcm"))   # as root: not ours to move
+            ok = sub.wait_for(lambda s: received(s, base + "alert") and len(received(s, base + "event")) >= 3, 90)
             alive = proc.poll() is None
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -90,10 +91,12 @@ def test_unreadable_films_as_an_unprivileged_user_are_rejected_and_the_process_l
     assert alive and rc == 0, log[-3000:]
     codes = {decode_payload(m.payload)["fields"]["file_name"]: decode_payload(m.payload)["fields"]["code"]
              for m in received(sub, base + "event")}
-    assert codes == {"left.dcm": "unreadable", "locked.dcm": "unreadable"}
+    assert codes == {"left.dcm": "unreadable", "locked.dcm": "unreadable", "cart-folder.dcm": "not_a_file"}
     assert [decode_payload(m.payload)["source"]["file_name"] for m in received(sub, base + "alert")] == ["good.dcm"]
     assert os.listdir(os.path.join(capture, "processing")) == []
-    assert os.listdir(os.path.join(capture, "incoming")) == []
+    # a folder the service user may not move is reported once and left; everything else is gone
+    assert os.listdir(os.path.join(capture, "incoming")) == (["cart-folder.dcm"] if prefix else [])
+    assert len([m for m in received(sub, base + "event") if b"cart-folder" in m.payload]) == 1
     assert "Traceback" not in log, log[-3000:]
 
 
