@@ -228,7 +228,7 @@ class Appliance:
         """Claims and prepares files until stopped. Nothing one file does
         ends this loop: each turn is guarded, and an unexpected error is
         logged and the turn tried again a second later."""
-        recovered = False
+        recovered, last_error = False, None
         try:
             while not self._stop.is_set():
                 try:
@@ -236,8 +236,11 @@ class Appliance:
                         self._recover_leftovers()
                         recovered = True
                     self._intake_turn()
-                except Exception:   # noqa: BLE001 - the loop must outlive any one failure
-                    log.exception("intake: unexpected error; carrying on in 1 s")
+                    last_error = None
+                except Exception as exc:   # noqa: BLE001 - the loop must outlive any one failure
+                    if one_line(exc) != last_error:     # a traceback once, not every second
+                        log.exception("intake: unexpected error; carrying on in 1 s")
+                    last_error = one_line(exc)
                     self._stop.wait(1.0)
         finally:
             self._handoff.put(_END)
