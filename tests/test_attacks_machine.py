@@ -202,3 +202,36 @@ def test_a_full_disk_under_a_rejection_defers_it_until_space_returns(small_tmpfs
     assert outcome.state == "rejected"
     assert sorted(os.listdir(app.folders.rejected)) == ["garbage.dcm", "garbage.dcm.reason.json"]
     assert os.listdir(app.folders.processing) == []
+
+
+# -- a file that fails like the machine while other files go through ---------------
+
+class CursedAppliance(Appliance):
+    """Completing one particular film always fails with a folder error, as a
+    file the store or folders choke on would; every other film is fine."""
+
+    def complete(self, item):
+        if item.claimed.name == "cursed.dcm":
+            from edge.errors import CaptureError
+            raise CaptureError("cannot finish cursed.dcm: Invalid argument")
+        return super().complete(item)
+
+
+def test_a_file_that_keeps_failing_while_others_pass_ends_rejected_not_retried_for_ever(tmp_path, mosquitto,
+                                                                                       monkeypatch):
+    import edge.capture.retry
+    monkeypatch.setattr(edge.capture.retry, "BACKOFF_MIN_S", 0.05)
+    app = CursedAppliance(settings_for(tmp_path, mosquitto.port))
+    try:
+        app.start()
+        drop(app.folders.incoming, "cursed.dcm", dicom_bytes(16))
+        assert collect(app, 1, final=False)[0].state == "deferred"
+        drop(app.folders.incoming, "fine.dcm", dicom_bytes(17))
+        outcomes = {o.name: o for o in collect(app, 2, timeout=60)}
+    finally:
+        app.stop()
+    assert outcomes["fine.dcm"].state == "alerted"
+    assert outcomes["cursed.dcm"].state == "rejected"
+    record = json.load(open(os.path.join(app.folders.rejected, "cursed.dcm.reason.json")))
+    assert record["code"] == "unprocessable" and "Invalid argument" in record["reason"]
+    assert os.listdir(app.folders.processing) == []
