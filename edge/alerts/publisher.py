@@ -38,6 +38,9 @@ IDLE_WAIT_S = 1.0          # pump re-checks the outbox at least this often
 HOLD_FAILED_S = 30.0       # a row paho refused to publish is retried after this
 STATUS_INTERVAL_S = 60.0   # heartbeat: the retained status is refreshed this often
 PRUNE_INTERVAL_S = 3600.0
+# A publish with no PUBACK after this long on a live connection is given up
+# on and re-sent (a duplicate, never a loss); a healthy broker acks in ms.
+ACK_TIMEOUT_S = 120.0
 
 
 class Publisher:
@@ -63,6 +66,7 @@ class Publisher:
         # row id -> paho's handle for its publish; a row leaves only once its
         # PUBACK is recorded in SQLite (or the connection it went out on drops)
         self._inflight = {}                           # type: Dict[int, mqtt.MQTTMessageInfo]
+        self._sent_at = {}                            # type: Dict[int, float]  row id -> monotonic publish time
         self._held = {}                               # type: Dict[int, float]  row id -> retry time
         self._status_due = False
         self._counts = {"published": 0, "acked": 0, "connects": 0, "disconnects": 0,
@@ -190,6 +194,14 @@ class Publisher:
         for row_id in [r for r, info in self._inflight.items() if not info.is_published()]:
             del self._inflight[row_id]
 
+    def _expire_inflight(self, now: float) -> None:
+        """Forget publishes whose PUBACK is overdue (call with the lock held)."""
+        for row_id in [r for r, info in self._inflight.items() if not info.is_published()
+                       and now - self._sent_at.get(r, now) > ACK_TIMEOUT_S]:
+            del self._inflight[row_id]
+            log.warning("outbox row %d: no PUBACK after %.0f s; it will be sent again", row_id,
+                        ACK_TIMEOUT_S)
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             with self._cond:
@@ -308,9 +320,12 @@ class Publisher:
 
     def _candidates(self) -> List[OutboxRow]:
         with self._cond:
+            now = time.monotonic()
+            self._expire_inflight(now)
+            for row_id in [r for r in self._sent_at if r not in self._inflight]:
+                del self._sent_at[row_id]
             room = self.settings.inflight - len(self._inflight)
             busy = set(self._inflight)
-            now = time.monotonic()
             for row_id in [r for r, t in self._held.items() if t <= now]:
                 del self._held[row_id]
             held = set(self._held)
@@ -342,6 +357,7 @@ class Publisher:
                 attempted.append(row.id)
                 if generation == self._generation:
                     self._inflight[row.id] = info
+                    self._sent_at[row.id] = time.monotonic()
                     if info.is_published():      # the PUBACK beat us here
                         self._wake = True
                 # else: the connection changed meanwhile; the row stays pending
