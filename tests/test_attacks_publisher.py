@@ -40,3 +40,43 @@ def test_2000_alerts_on_a_healthy_connection_are_each_published_once(tmp_path, m
     assert stats["disconnects"] == 0, "the connection was not healthy"
     assert len(counts) == N_ALERTS
     assert duplicates == 0
+
+
+def test_a_row_is_never_marked_sent_by_another_messages_ack_after_message_ids_wrap(tmp_path, mosquitto):
+    """paho's message ids wrap at 65535. An acknowledged status message's id
+    used to be kept and matched to a later row that got the same id, marking
+    that row sent without its own PUBACK. The wrap is forced here by
+    rewinding paho's id counter; the broker is frozen (SIGSTOP) so the row
+    cannot really be acknowledged."""
+    import signal
+    rig = Rig(str(tmp_path / "state"), settings_for(mosquitto.port))
+    rig.publisher.start()
+    frozen = False
+    try:
+        assert sub_wait(lambda: rig.publisher.connected, 10)
+        info = rig.publisher.publish_status()
+        info.wait_for_publish(5)
+        assert info.is_published()
+        time.sleep(0.3)                                   # the pump has seen that ack
+        mosquitto.proc.send_signal(signal.SIGSTOP)
+        frozen = True
+        rig.publisher._client._last_mid = info.mid - 1    # the next publish reuses the status's id
+        rig.enqueue(0, 1)
+        time.sleep(1.5)
+        assert rig.outbox.depth() == 1, "the row was marked sent by the status message's ack"
+        mosquitto.proc.send_signal(signal.SIGCONT)
+        frozen = False
+        assert sub_wait(lambda: rig.outbox.depth() == 0, 20)   # its own PUBACK, once the broker answers
+    finally:
+        if frozen:
+            mosquitto.proc.send_signal(signal.SIGCONT)
+        rig.publisher.stop()
+
+
+def sub_wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
