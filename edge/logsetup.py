@@ -188,4 +188,18 @@ def setup_logging(level: str, json_lines: bool = False,
     root.addHandler(handler)
     root.setLevel(getattr(logging, name))
     route_warnings()
+    _quiet_opencv(debug=name == "DEBUG")
     return handler
+
+
+def _quiet_opencv(debug: bool) -> None:
+    """OpenCV prints its own "[ WARN ] ... PNG input buffer is incomplete" lines
+    to stderr from C++, beyond Python logging's reach: they are about a bad
+    file, so below DEBUG they are muted (the rejection says what is wrong).
+    libjpeg's and libpng's own stderr lines ("Corrupt JPEG data ...") cannot
+    be reached from here."""
+    try:
+        from cv2.utils import logging as cv_logging     # OpenCV >= 4.5 builds
+    except ImportError:
+        return                                           # older builds: no way to set it
+    cv_logging.setLogLevel(cv_logging.LOG_LEVEL_DEBUG if debug else cv_logging.LOG_LEVEL_FATAL)

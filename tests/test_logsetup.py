@@ -120,3 +120,23 @@ def test_quoted_values_from_file_libraries_are_scrubbed_and_errors_stay_errors(c
     assert "Smith" not in out and "19480213" not in out and "Doe" not in out
     assert " DEBUG pydicom: Invalid value for VR CS: '...'" in out
     assert " ERROR pydicom.pixels: decoder failed on '...'" in out
+
+
+OPENCV_NOISE = """
+import cv2, numpy as np
+from edge.logsetup import setup_logging
+setup_logging("INFO")
+cv2.imdecode(np.frombuffer(b"\\x89PNG\\r\\n\\x1a\\n" + b"\\0" * 30, np.uint8), cv2.IMREAD_UNCHANGED)
+"""
+
+
+def test_opencv_complaints_about_a_bad_file_are_muted_below_debug():
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("cv2.utils.logging", reason="this OpenCV build cannot set its log level")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", OPENCV_NOISE], cwd=root, capture_output=True,
+                         env=dict(os.environ, PYTHONPATH=root), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert b"grfmt_png" not in out.stderr, out.stderr
