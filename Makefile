@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-runtime
 MSTAMP  := $(VENV)/.installed-models
 PIP     := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto chromium clean
+.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto chromium clean fuzz
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -66,7 +66,7 @@ FSTAMP     := $(FLOOR)/.installed
 RUNTIME_TESTS := tests/test_decode*.py tests/test_capture_*.py tests/test_config.py \
 	tests/test_logsetup.py tests/test_postprocess.py tests/test_pipeline.py tests/test_alerts_*.py \
 	tests/test_appliance.py tests/test_engine_sidecar.py tests/test_buffers.py tests/test_doctor.py \
-	tests/test_cli.py tests/test_localbroker.py tests/test_web_*.py
+	tests/test_cli.py tests/test_localbroker.py tests/test_web_*.py tests/test_attacks_*.py
 # edge reads device profiles too (engine precision); one copy of each test helper module.
 RUNTIME_TESTS += tests/test_build_engine_profiles.py tests/test_helpers_import.py
 venv-floor: $(FSTAMP)
@@ -84,6 +84,14 @@ test-floor: venv-floor mosquitto
 # Without torch: the runtime's own tests only.
 test-fast: venv mosquitto
 	$(BIN)/pytest -q -m "not models"
+
+# Fuzz the decoder (atheris/libFuzzer) for FUZZ_SECONDS; the seed corpus is made at run
+# time. Any input that raises something other than a DecodeError, or runs out of memory,
+# is written to ./crash-* / ./oom-*. Not part of `make test`.
+FUZZ_SECONDS ?= 120
+fuzz: venv
+	$(PIP) install -e ".[fuzz]"
+	PYTHONPATH=$(CURDIR) $(BIN)/python tests/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
 
 bench: venv mosquitto
 	$(BIN)/pneumo-edge bench --config config/edge.yaml

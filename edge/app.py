@@ -15,8 +15,16 @@ Crash safety, step by step for one file:
 A crash before the transaction reprocesses the file on restart (alert ids
 are deterministic, so a re-run queues the same alert once); a crash after it
 only repeats the final move.
+
+Per-file isolation: whatever one file does, it ends in rejected/ with a
+reason (undecodable, unreadable, too large, a fault), goes back to incoming/
+(its writer is still writing), or waits in processing/ and is retried with
+backoff when the cause is the machine (store locked, disk full); the loops
+themselves never end because of a file. Below capture.min_free_mb no new
+file is claimed until space returns.
 """
 import logging
+import os
 import queue
 import socket
 import threading
@@ -31,19 +39,25 @@ from edge.alerts.overlay import render_overlay
 from edge.alerts.publisher import Publisher
 from edge.alerts.schema import build_alert, build_event, combined_intended_use, use_warning
 from edge.alerts.topics import Topics
+from edge.capture.diskspace import DiskFloor
 from edge.capture.folders import CaptureFolders, Claimed
 from edge.capture.ledger import Ledger
+from edge.capture.names import display_name
+from edge.capture.retry import Deferred, RetryQueue
 from edge.capture.watcher import Watcher
 from edge.decode import decode_bytes
-from edge.errors import DecodeError
+from edge.errors import CorruptImage, DecodeError, NotAnImage, PneumoEdgeError
 from edge.inference.manifest import load_manifest
 from edge.inference.registry import create_backend, resolve_backend_name
 from edge.pipeline import Pipeline, Prepared
 from edge.signals import stop_on_signals
 from edge.settings import Settings
-from edge.store import Store
+from edge.store import Store, one_line
 
 log = logging.getLogger(__name__)
+
+DISK_RECHECK_S = 2.0     # how often a paused intake looks at the free space again
+LAST_RESORT_AFTER = 6    # machine-type failures of one file while others succeed
 
 
 @dataclass
@@ -51,6 +65,7 @@ class Outcome:
     """What happened to one file (for logs, tests and the bench)."""
     name: str
     state: str                      # "alerted" | "rejected" | "duplicate" | "vanished"
+                                    # | "returned" (writer not done) | "deferred" (retried later)
     alert_id: Optional[str] = None
     reason: Optional[str] = None
     timings_ms: Optional[Dict[str, float]] = None
@@ -95,13 +110,40 @@ class Appliance:
         self._threads = []  # type: List[threading.Thread]
         self._handoff = queue.Queue(maxsize=1)  # type: queue.Queue
         self._counts_lock = threading.Lock()
-        self._counts = {"alerted": 0, "rejected": 0, "duplicate": 0, "faults": 0}
+        self._counts = {"alerted": 0, "rejected": 0, "duplicate": 0, "faults": 0,
+                        "returned": 0, "deferred": 0}
+        self._successes = 0            # files that reached an outcome (for the retry's last resort)
+        self._retries = RetryQueue()
+        self._max_bytes = int(settings.decode.max_file_mb * 1024 * 1024)
+        self.disk = DiskFloor([self.folders.root, settings.state_dir], settings.capture.min_free_mb)
         self._state = "starting"
         client_id = settings.mqtt.client_id or "pneumo-edge-%s-%s" % (settings.site, settings.device)
         self.publisher = Publisher(settings.mqtt, self.topics, self.outbox, self.status, client_id)
         self.acks = Acks(self.store, self.outbox, self.topics, settings.alerts.escalate_after_s)
         self.publisher.on_ack = self.acks.receive
         self.outcomes = queue.Queue()  # type: queue.Queue
+        self._report_store_health()
+
+    def _report_store_health(self) -> None:
+        """A healed or missing database is logged and published as an event."""
+        healed = self.store.healed
+        if healed is not None:
+            log.error("database %s was corrupt (%s): moved aside to %s, a new one created; "
+                      "%s unsent outbox row(s) carried over", self.store.path, healed.reason,
+                      healed.moved_to, "no" if healed.unreadable else healed.carried_over)
+            self._publish_event("store_corrupt", "database was corrupt and was replaced",
+                                moved_to=os.path.basename(healed.moved_to), error=healed.reason,
+                                carried_over=healed.carried_over, old_outbox_unreadable=healed.unreadable)
+        elif self.store.created:
+            try:
+                done = len(os.listdir(self.folders.done))
+            except OSError:
+                done = 0
+            if done:
+                log.error("database %s was missing but done/ holds %d file(s): their records and "
+                          "any alerts not yet sent for them are gone", self.store.path, done)
+                self._publish_event("store_missing", "database was missing; a new one was created",
+                                    files_in_done=done)
 
     # -- status ---------------------------------------------------------
     def status(self) -> Dict[str, Any]:
@@ -120,6 +162,8 @@ class Appliance:
             "counts": self.counts(),
             "thresholds": self.pipeline.thresholds.as_dict(),
             "acks": self.acks.status(),
+            "disk": self.disk.status(),
+            "waiting_retry": len(self._retries),
         }
 
     # -- lifecycle ------------------------------------------------------
@@ -185,20 +229,84 @@ class Appliance:
         with self._counts_lock:
             self._counts[key] += 1
 
+    # -- intake: every step for one file is guarded --------------------------
     def _intake_loop(self) -> None:
+        """Claims and prepares files until stopped. Nothing one file does
+        ends this loop: each turn is guarded, and an unexpected error is
+        logged and the turn tried again a second later."""
+        recovered, last_error = False, None
         try:
-            for claimed in self.folders.leftovers():
-                log.info("recovering %s left in processing/ by an earlier run", claimed.name)
-                self._handoff.put(self._guarded(self.intake, claimed))
             while not self._stop.is_set():
-                for path in self.watcher.wait_ready(timeout=0.5):
-                    if self._stop.is_set():
-                        break   # unclaimed files stay in incoming/ for the next start
-                    claimed = self.folders.claim(path)
-                    if claimed is not None:
-                        self._handoff.put(self._guarded(self.intake, claimed))
+                try:
+                    if not recovered:
+                        self._recover_leftovers()
+                        recovered = True
+                    self._intake_turn()
+                    last_error = None
+                except Exception as exc:   # noqa: BLE001 - the loop must outlive any one failure
+                    if one_line(exc) != last_error:     # a traceback once, not every second
+                        log.exception("intake: unexpected error; carrying on in 1 s")
+                    last_error = one_line(exc)
+                    self._stop.wait(1.0)
         finally:
             self._handoff.put(_END)
+
+    def _recover_leftovers(self) -> None:
+        for claimed in self.folders.leftovers(self._max_bytes):
+            if self._stop.is_set():
+                return      # the rest stay in processing/ for the next start
+            log.info("recovering %s left in processing/ by an earlier run", claimed.label)
+            self._hand_over(self._guarded(self.intake, claimed))
+
+    def _intake_turn(self) -> None:
+        for item in self._retries.due():
+            if self._stop.is_set():
+                return
+            self._retry(item)
+        if not self._disk_ok():
+            self._stop.wait(DISK_RECHECK_S)
+            return
+        for path in self.watcher.wait_ready(timeout=0.5):
+            if self._stop.is_set():
+                break   # unclaimed files stay in incoming/ for the next start
+            self._take(path)
+        for path, kind in self.watcher.strays():
+            self._quarantine_stray(path, kind)
+
+    def _take(self, path: str) -> None:
+        try:
+            claimed = self.folders.claim(path, self._max_bytes)
+        except PneumoEdgeError as exc:
+            # Still in incoming/ (the rename failed): try again once it settles anew.
+            log.warning("cannot claim %s: %s; will try again", display_name(os.path.basename(path)), exc)
+            self.watcher.again(path)
+            self._stop.wait(1.0)
+            return
+        if claimed is not None:
+            self._hand_over(self._guarded(self.intake, claimed))
+
+    def _retry(self, item: Deferred) -> None:
+        claimed = item.claimed
+        if (item.attempts >= LAST_RESORT_AFTER and self._successes > item.successes_at_first):
+            # Other files went through meanwhile: the trouble is this file, not the machine.
+            log.error("%s failed %d times (%s); rejecting it as unprocessable", claimed.label,
+                      item.attempts, item.last_error)
+            self._hand_over(self._guarded_reject(claimed, "unprocessable",
+                                                 "could not be processed after %d attempts: %s"
+                                                 % (item.attempts, item.last_error)))
+            return
+        try:
+            fresh = self.folders.describe(claimed.path, claimed.name, claimed.claimed_at, self._max_bytes)
+        except FileNotFoundError:
+            self._retries.forget(claimed.path)
+            self._hand_over(Outcome(claimed.label, "vanished"))
+            return
+        log.info("retrying %s (attempt %d)", claimed.label, item.attempts + 1)
+        self._hand_over(self._guarded(self.intake, fresh))
+
+    def _hand_over(self, item: Union[Outcome, "Decoded", None]) -> None:
+        if item is not None:
+            self._handoff.put(item)
 
     def _inference_loop(self) -> None:
         while True:
@@ -211,15 +319,100 @@ class Appliance:
             self.publisher.notify()
 
     def _guarded(self, step, item) -> Union[Outcome, Decoded]:
-        """Run one step; a fault rejects that file and the appliance carries on."""
+        """Run one step for one file. A DecodeError-family exception from any
+        stage (decoder, pipeline) rejects the file with its own code; trouble
+        with the machine (store, folders, disk) leaves it in processing/ to
+        be retried with backoff; anything else is a fault: rejected, and
+        retried if the file is sent again."""
         claimed = item.claimed if isinstance(item, Decoded) else item
         try:
-            return step(item)
-        except Exception as exc:  # one bad image must not stop the appliance
-            log.exception("fault while processing %s", claimed.name)
+            result = step(item)
+        except DecodeError as exc:
+            return self._guarded_reject(claimed, exc.code, str(exc))
+        except (PneumoEdgeError, OSError) as exc:   # StoreError, CaptureError, ENOSPC ...
+            return self._defer(claimed, exc)
+        except Exception as exc:  # noqa: BLE001 - one bad image must not stop the appliance
+            log.exception("fault while processing %s", claimed.label)
             self._count("faults")
-            return self._reject(claimed, "fault", "internal error while processing: %s: %s"
-                                % (type(exc).__name__, exc), kind="fault")
+            return self._guarded_reject(claimed, "fault", "internal error while processing: %s: %s"
+                                        % (type(exc).__name__, one_line(exc)), kind="fault")
+        if isinstance(result, Outcome):
+            self._settled(claimed)
+        return result
+
+    def _guarded_reject(self, claimed: Claimed, code: str, reason: str,
+                        kind: str = "rejected") -> Outcome:
+        """A rejection that itself cannot fail: if the event, the ledger or
+        the move cannot be written, the file waits in processing/ for a retry."""
+        try:
+            outcome = self._reject(claimed, code, reason, kind=kind)
+        except Exception as exc:  # noqa: BLE001
+            return self._defer(claimed, exc)
+        self._settled(claimed)
+        return outcome
+
+    def _defer(self, claimed: Claimed, exc: BaseException) -> Outcome:
+        error = "%s: %s" % (type(exc).__name__, one_line(exc))
+        item = self._retries.defer(claimed, error, self._successes)
+        log.warning("%s waits in processing/ (attempt %d failed: %s); retrying in %.0f s",
+                    claimed.label, item.attempts, error, max(0.0, item.due - time.monotonic()))
+        self._count("deferred")
+        return Outcome(claimed.label, "deferred", reason=error)
+
+    def _settled(self, claimed: Claimed) -> None:
+        self._retries.forget(claimed.path)
+        with self._counts_lock:
+            self._successes += 1
+
+    def _quarantine_stray(self, path: str, kind: str) -> None:
+        """A FIFO, folder or symlink in incoming/ is moved to rejected/ with a
+        reason file; one that cannot be moved (a folder owned by another
+        user) is reported once and left. Either way an event says so."""
+        name = display_name(os.path.basename(path))
+        reason = "a %s, not an image file" % kind
+        try:
+            where = self.folders.quarantine_stray(path, "not_a_file", reason + "; moved out of incoming/")
+        except FileNotFoundError:
+            return
+        except PneumoEdgeError as exc:
+            where = None
+            reason += "; it cannot be moved out of incoming/ (%s): remove it by hand" % one_line(exc)
+        self._count("rejected")
+        (log.warning if where else log.error)("%s rejected (not_a_file): %s%s", name, reason,
+                                              " -> " + display_name(where) if where else "")
+        self._publish_event("not_a_file", reason, kind="rejected", file_name=name, sha256=None)
+        self.outcomes.put(Outcome(name, "rejected", reason=reason))
+
+    def _disk_ok(self) -> bool:
+        was_paused = self.disk.paused
+        ok = self.disk.check()
+        if ok == was_paused:       # a change either way: say so once
+            info = self.disk.status()
+            if ok:
+                log.info("disk space is back (%s MB free, floor %.0f MB); claiming again",
+                         info["free_mb"], info["floor_mb"])
+            else:
+                log.error("only %.0f MB free on %s (floor %.0f MB, capture.min_free_mb): new files "
+                          "wait in incoming/ until space returns", info["free_mb"] or 0.0,
+                          info["lowest_on"], info["floor_mb"])
+            self._publish_event("disk_ok" if ok else "disk_low",
+                                "claiming resumed" if ok else "free space below the floor; claiming paused",
+                                **info)
+            self.publisher.publish_status()
+        return ok
+
+    def _publish_event(self, code: str, message: str, kind: str = "recovered", **fields: Any) -> None:
+        """Queue an event that is not one file's verdict (appliance events,
+        strays in incoming/); never raises: if the store cannot take it, the log has it."""
+        try:
+            event = build_event(kind, message, site=self.settings.site, device=self.settings.device,
+                                code=code, **fields)
+            with self.store.transaction() as conn:
+                self.outbox.enqueue_event(conn, self.topics, event)
+        except Exception as exc:  # noqa: BLE001 - e.g. the disk is full: the log has it
+            log.warning("cannot queue the %s event: %s", code, one_line(exc))
+            return
+        self.publisher.notify()
 
     def process(self, claimed: Claimed) -> Outcome:
         """Both stages, one after the other (for callers without threads)."""
@@ -228,6 +421,11 @@ class Appliance:
 
     def intake(self, claimed: Claimed) -> Union[Outcome, Decoded]:
         """Dedupe, read, decode and preprocess; an Outcome when it ends here."""
+        if claimed.problem is not None:          # unreadable, too large, not a file: refused unread
+            code, reason = claimed.problem
+            return self._reject(claimed, code, reason)
+        if claimed.changing:
+            return self._return(claimed)
         entry = self.ledger.lookup(claimed.sha256)
         if entry is not None and entry.state == "done":
             return self._duplicate(claimed, entry.alert_id)
@@ -235,14 +433,18 @@ class Appliance:
             # Rejected before (or a crash between the ledger commit and the move):
             # the same bytes get the same verdict. A fault may be transient: retried.
             self.folders.reject(claimed, entry.reason_code or "rejected", entry.reason or "rejected earlier")
-            return Outcome(claimed.name, "rejected", reason=entry.reason)
-        self.ledger.record_claim(claimed.sha256, claimed.name)
+            return Outcome(claimed.label, "rejected", reason=entry.reason)
+        self.ledger.record_claim(claimed.sha256, claimed.label)
         t0 = time.perf_counter()
         try:
             data = claimed.read()
             t1 = time.perf_counter()
-            image = decode_bytes(data, self.settings.decode, name=claimed.name)
+            image = decode_bytes(data, self.settings.decode, name=claimed.label)
+        except FileNotFoundError:
+            return Outcome(claimed.label, "vanished")
         except DecodeError as exc:
+            if self._writer_not_done(claimed, exc):
+                return self._return(claimed)
             return self._reject(claimed, exc.code, str(exc))
         t2 = time.perf_counter()
         del data
@@ -250,6 +452,30 @@ class Appliance:
         prepared = self.pipeline.prepare(image)
         return Decoded(claimed, prepared, {"claim_ms": claimed.claim_ms, "read_ms": (t1 - t0) * 1000.0,
                                            "decode_ms": (t2 - t1) * 1000.0})
+
+    def _writer_not_done(self, claimed: Claimed, exc: DecodeError) -> bool:
+        """A file that looks cut off may still be being written (a writer that
+        paused longer than settle_s). If it changed since it was read, or
+        changes within one more settle_s while it is still fresh, it goes
+        back to incoming/ instead of being rejected."""
+        if not isinstance(exc, (CorruptImage, NotAnImage)):
+            return False
+        if self.folders.changed(claimed):
+            return True
+        settle = self.settings.capture.settle_s
+        mtime_ns = claimed.stat_key[1] if claimed.stat_key else 0
+        if settle > 0 and time.time() - mtime_ns / 1e9 < 4 * settle:
+            self._stop.wait(settle)
+            return self.folders.changed(claimed)
+        return False
+
+    def _return(self, claimed: Claimed) -> Outcome:
+        where = self.folders.unclaim(claimed)
+        if self.watcher is not None:
+            self.watcher.again(where, returned=True)
+        self._count("returned")
+        log.info("%s is still being written; returned to incoming/ to settle again", claimed.label)
+        return Outcome(claimed.label, "returned")
 
     def complete(self, item: Decoded) -> Outcome:
         """Models, overlay, one transaction (alert queued + file done), then the move."""
@@ -266,7 +492,7 @@ class Appliance:
                                      draw_region=self.settings.alerts.overlay_region)
         timings["overlay_ms"] = (time.perf_counter() - t3) * 1000.0
         result = replace(result, timings_ms=timings)
-        alert = build_alert(result, image, file_name=claimed.name, file_sha256=claimed.sha256,
+        alert = build_alert(result, image, file_name=claimed.label, file_sha256=claimed.sha256,
                             site=self.settings.site, device=self.settings.device,
                             identify_by=self.settings.alerts.identify_by,
                             topics=self.topics if overlay is not None else None)
@@ -279,30 +505,35 @@ class Appliance:
         self.folders.finish(claimed)
         self._count("alerted")
         f = result.finding
-        log.info("%s -> alert %s: %s%s p=%s area=%.2f%% (%.0f ms)", claimed.name, alert["alert_id"],
+        log.info("%s -> alert %s: %s%s p=%s area=%.2f%% (%.0f ms)", claimed.label, alert["alert_id"],
                  "POSITIVE" if f.pneumothorax else "negative", " " + f.side if f.side else "",
                  "%.3f" % f.probability if f.probability is not None else "-",
                  100 * f.area_fraction, sum(timings.values()))
-        return Outcome(claimed.name, "alerted", alert_id=alert["alert_id"], timings_ms=timings)
+        return Outcome(claimed.label, "alerted", alert_id=alert["alert_id"], timings_ms=timings)
 
     def _duplicate(self, claimed: Claimed, alert_id: Optional[str]) -> Outcome:
         event = build_event("duplicate", "identical file already processed; no new alert",
                             site=self.settings.site, device=self.settings.device,
-                            file_name=claimed.name, sha256=claimed.sha256, alert_id=alert_id)
+                            file_name=claimed.label, sha256=claimed.sha256, alert_id=alert_id)
         with self.store.transaction() as conn:
             self.outbox.enqueue_event(conn, self.topics, event)
         self.folders.finish(claimed)
         self._count("duplicate")
-        log.info("%s: duplicate of alert %s, not alerted again", claimed.name, alert_id)
-        return Outcome(claimed.name, "duplicate", alert_id=alert_id)
+        log.info("%s: duplicate of alert %s, not alerted again", claimed.label, alert_id)
+        return Outcome(claimed.label, "duplicate", alert_id=alert_id)
 
     def _reject(self, claimed: Claimed, code: str, reason: str, kind: str = "rejected") -> Outcome:
+        """Event + ledger in one transaction, then the move. A file refused
+        unread (no sha256) has no ledger row; one rejected before its claim
+        was recorded gets the row here."""
         event = build_event(kind, reason, site=self.settings.site, device=self.settings.device,
-                            file_name=claimed.name, sha256=claimed.sha256, code=code)
+                            file_name=claimed.label, sha256=claimed.sha256 or None, code=code)
         with self.store.transaction() as conn:
             self.outbox.enqueue_event(conn, self.topics, event)
-            self.ledger.mark_rejected(conn, claimed.sha256, code, reason)
+            if claimed.sha256:
+                self.ledger.record_claim(claimed.sha256, claimed.label)   # joins this transaction
+                self.ledger.mark_rejected(conn, claimed.sha256, code, reason)
         where = self.folders.reject(claimed, code, reason)
         self._count("rejected")
-        log.warning("%s rejected (%s): %s -> %s", claimed.name, code, reason, where)
-        return Outcome(claimed.name, "rejected", reason=reason)
+        log.warning("%s rejected (%s): %s -> %s", claimed.label, code, reason, display_name(where))
+        return Outcome(claimed.label, "rejected", reason=reason)

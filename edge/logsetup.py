@@ -5,12 +5,21 @@ Secrets (the MQTT password, a key passphrase) are registered with
 `register_secret` by whoever reads them; `redact_secrets`, installed on the
 handler, replaces them with "***" in the message, its arguments and any
 traceback before a record is formatted, whichever library logged it.
+
+Image libraries (pydicom, openjpeg, pylibjpeg) talk about the file they are
+reading: pydicom's "End of file reached before delimiter" warning, openjpeg's
+"tile number 1 / 1". Their records and Python warnings are routed through
+the logger, demoted to DEBUG (the rejection that follows says what is wrong,
+in our words) and stripped of quoted values, which can be the patient's
+name when a length is damaged.
 """
 import json
 import logging
+import re
 import sys
 import threading
 import time
+import warnings
 from typing import Optional, TextIO, Tuple
 
 MASK = "***"
@@ -68,6 +77,58 @@ class SecretFilter(logging.Filter):
 
 redact_secrets = SecretFilter()
 
+# Loggers (and warning sources) of libraries that read the image files.
+FILE_LIBRARIES = ("pydicom", "openjpeg", "pylibjpeg", "libjpeg", "rle", "PIL")
+_QUOTED = re.compile(r"b?'[^']*'" + r'|b?"[^"]*"')
+
+
+def scrub_values(text: str) -> str:
+    """`text` with every quoted value replaced by '...'."""
+    return _QUOTED.sub("'...'", text)
+
+
+def _is_file_library(name: str) -> bool:
+    return any(name == lib or name.startswith(lib + ".") for lib in FILE_LIBRARIES)
+
+
+class LibraryNoiseFilter(logging.Filter):
+    """Demotes file libraries' records below ERROR to DEBUG (shown only when
+    the root logger is at DEBUG) and scrubs quoted values from them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _is_file_library(record.name):
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: let logging report it as usual
+            return True
+        record.msg, record.args = scrub_values(message), None
+        if record.levelno < logging.ERROR:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+        return True
+
+
+library_noise = LibraryNoiseFilter()
+
+
+def _warning_to_log(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning replacement: one log record, no source line."""
+    path = str(filename).replace("\\", "/")
+    source = next((lib for lib in FILE_LIBRARIES if "/%s/" % lib in path), "py.warnings")
+    logging.getLogger(source).warning("%s: %s", category.__name__, message)
+
+
+def route_warnings() -> None:
+    """Send Python warnings through logging (idempotent). The file libraries'
+    warnings quote file values, so each is nearly unique: "always" keeps
+    Python from remembering every one it has shown (a registry that would
+    grow for ever in a long-running appliance); the filter above drops them
+    below DEBUG."""
+    warnings.showwarning = _warning_to_log
+    for lib in FILE_LIBRARIES:
+        warnings.filterwarnings("always", module=lib + r"(\.|$)")
+
 
 class LineFormatter(logging.Formatter):
     """`2024-05-01T12:00:00.123Z INFO edge.capture: message`"""
@@ -106,6 +167,7 @@ def make_handler(json_lines: bool = False,
     """A stream handler with the runtime's format and the secret filter."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else LineFormatter())
+    handler.addFilter(library_noise)
     handler.addFilter(redact_secrets)
     handler._pneumo_edge = True  # type: ignore[attr-defined]  # ours, to replace on re-setup
     return handler
@@ -125,4 +187,19 @@ def setup_logging(level: str, json_lines: bool = False,
     handler = make_handler(json_lines, stream)
     root.addHandler(handler)
     root.setLevel(getattr(logging, name))
+    route_warnings()
+    _quiet_opencv(debug=name == "DEBUG")
     return handler
+
+
+def _quiet_opencv(debug: bool) -> None:
+    """OpenCV prints its own "[ WARN ] ... PNG input buffer is incomplete" lines
+    to stderr from C++, beyond Python logging's reach: they are about a bad
+    file, so below DEBUG they are muted (the rejection says what is wrong).
+    libjpeg's and libpng's own stderr lines ("Corrupt JPEG data ...") cannot
+    be reached from here."""
+    try:
+        from cv2.utils import logging as cv_logging     # OpenCV >= 4.5 builds
+    except ImportError:
+        return                                           # older builds: no way to set it
+    cv_logging.setLogLevel(cv_logging.LOG_LEVEL_DEBUG if debug else cv_logging.LOG_LEVEL_FATAL)

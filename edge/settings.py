@@ -34,6 +34,7 @@ class CaptureSettings:
     trust_rename: bool = True            # inotify: a file renamed into incoming/ is complete (no settle wait)
     on_success: str = field(default="move", metadata={"choices": ON_SUCCESS})   # move (to done/) | delete
     ignore: List[str] = field(default_factory=lambda: [".*", "*.part", "*.tmp"])
+    min_free_mb: float = 200.0           # below this free space (capture or state dir) no new file is claimed
 
 
 @dataclass

@@ -81,3 +81,62 @@ def test_the_filter_masks_a_record_for_any_formatter():
 def test_an_unknown_level_is_refused():
     with pytest.raises(ValueError, match="LOUD"):
         logsetup.setup_logging("LOUD")
+
+
+# -- file libraries' noise (pydicom, openjpeg) -------------------------------------
+
+def _truncated_encapsulated_dicom(tmp_path) -> bytes:
+    from tests.dicom_factory import chest_phantom, write_dicom
+    path = write_dicom(tmp_path / "rle.dcm", chest_phantom(300, 300), compression="rle")
+    data = open(path, "rb").read()
+    return data[:len(data) - 3000]
+
+
+def test_pydicom_and_openjpeg_chatter_is_debug_not_raw_output(capture_log, tmp_path, capsys):
+    import warnings
+    from edge.decode import decode_bytes
+    from edge.errors import DecodeError
+    data = _truncated_encapsulated_dicom(tmp_path)
+    with warnings.catch_warnings():                  # restores showwarning and the filters
+        logsetup.setup_logging("INFO", stream=capture_log)
+        logging.getLogger("openjpeg.encode").info("tile number 1 / 1")
+        with pytest.raises(DecodeError):
+            decode_bytes(data)
+        at_info = capture_log.getvalue()
+        logsetup.setup_logging("DEBUG", stream=capture_log)
+        with pytest.raises(DecodeError):
+            decode_bytes(data)
+        at_debug = capture_log.getvalue()[len(at_info):]
+    err = capsys.readouterr().err
+    assert at_info == "" and "End of file" not in err and "UserWarning" not in err
+    assert re.search(r"Z DEBUG pydicom(\.\w+)*: .*End of file reached", at_debug), at_debug
+
+
+def test_quoted_values_from_file_libraries_are_scrubbed_and_errors_stay_errors(capture_log):
+    logsetup.setup_logging("DEBUG", stream=capture_log)
+    logging.getLogger("pydicom").warning("Invalid value for VR CS: 'Smith^Johanna 19480213'")
+    logging.getLogger("pydicom.pixels").error("decoder failed on b'Doe^Jane'")
+    out = capture_log.getvalue()
+    assert "Smith" not in out and "19480213" not in out and "Doe" not in out
+    assert " DEBUG pydicom: Invalid value for VR CS: '...'" in out
+    assert " ERROR pydicom.pixels: decoder failed on '...'" in out
+
+
+OPENCV_NOISE = """
+import cv2, numpy as np
+from edge.logsetup import setup_logging
+setup_logging("INFO")
+cv2.imdecode(np.frombuffer(b"\\x89PNG\\r\\n\\x1a\\n" + b"\\0" * 30, np.uint8), cv2.IMREAD_UNCHANGED)
+"""
+
+
+def test_opencv_complaints_about_a_bad_file_are_muted_below_debug():
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("cv2.utils.logging", reason="this OpenCV build cannot set its log level")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", OPENCV_NOISE], cwd=root, capture_output=True,
+                         env=dict(os.environ, PYTHONPATH=root), timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert b"grfmt_png" not in out.stderr, out.stderr

@@ -6,17 +6,22 @@ transaction: enqueue() takes the caller's transaction connection. A row is
 "sent" only once the broker acknowledged it (PUBACK); until then it survives
 broker outages, network loss and restarts.
 """
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Iterable, List, Optional
+from typing import Iterable, List, Optional, Tuple
 
 from edge.alerts.schema import encode
 from edge.alerts.topics import Topics
 from edge.errors import StoreError
 from edge.store import Store
 
+log = logging.getLogger(__name__)
+
 KINDS = ("alert", "overlay", "event")
+_COLUMNS = "kind, alert_id, topic, payload, qos, retain, created_at"
+SALVAGE_MAX_IDS = 1000000   # row-by-row probing of a damaged table stops here
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -60,6 +65,22 @@ class Outbox:
             store.add_schema(SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError("cannot create the outbox table in %s: %s" % (store.path, exc))
+        healed = store.healed
+        if healed is not None and not healed.outbox_salvaged:
+            healed.outbox_salvaged = True
+            rows = salvage_unsent(healed.moved_to)
+            healed.unreadable = rows is None
+            healed.carried_over = self._carry_over(rows or [])
+
+    def _carry_over(self, rows: List[Tuple]) -> int:
+        """Queue unsent rows read from a corrupt database's outbox."""
+        if not rows:
+            return 0
+        with self.store.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO outbox (%s) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                             % _COLUMNS, rows)
+            return conn.total_changes - before
 
     def enqueue(self, conn: sqlite3.Connection, kind: str, topic: str, payload: bytes,
                 alert_id: Optional[str] = None, qos: int = 1, retain: bool = False) -> int:
@@ -160,3 +181,36 @@ class Outbox:
                 conn.executemany(sql, params)
         except sqlite3.Error as exc:
             raise StoreError("cannot %s: %s" % (what, exc))
+
+
+def salvage_unsent(path: str) -> Optional[List[Tuple]]:
+    """Unsent outbox rows still readable in a damaged database file, or None
+    when the file cannot be read at all (header destroyed). A whole-table
+    read is tried first; if a damaged page stops it, rows are fetched one id
+    at a time so every intact page still gives up its rows."""
+    try:
+        conn = sqlite3.connect("file:%s?mode=ro&immutable=1" % path, uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        try:
+            return [tuple(r) for r in conn.execute(
+                "SELECT %s FROM outbox WHERE sent_at IS NULL ORDER BY id" % _COLUMNS)]
+        except sqlite3.Error as exc:
+            log.debug("outbox salvage: table scan failed (%s); probing row by row", exc)
+        try:
+            top = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        except sqlite3.Error:
+            return None
+        rows = []
+        for row_id in range(1, min(int(top[0]) if top else 0, SALVAGE_MAX_IDS) + 1):
+            try:
+                row = conn.execute("SELECT %s FROM outbox WHERE id = ? AND sent_at IS NULL"
+                                   % _COLUMNS, (row_id,)).fetchone()
+            except sqlite3.Error:
+                continue
+            if row is not None:
+                rows.append(tuple(row))
+        return rows
+    finally:
+        conn.close()

@@ -1,10 +1,15 @@
 """Sends outbox rows to the broker and keeps the retained status topic.
 
 Delivery contract: a row is marked sent only when the broker acknowledged
-it (on_publish after PUBACK at QoS 1), never because publish() returned.
-paho's in-memory queue is not trusted: whenever the connection drops, every
-unacknowledged row is forgotten as "in flight" and re-sent from SQLite after
-the reconnect. Duplicates are possible and harmless (displays dedupe on
+it, never because publish() returned. Each publish is tracked by its own
+paho MQTTMessageInfo handle, which knows whether *its* PUBACK came
+(is_published()), so no message-id bookkeeping can pair an ack with the
+wrong row after ids wrap. A row stays "in flight" (never re-sent) from its
+publish until its PUBACK is recorded in SQLite, which is what keeps a
+healthy connection free of duplicates. paho's in-memory queue is not
+trusted: whenever the connection drops, every unacknowledged row is
+forgotten as "in flight" and re-sent from SQLite after the reconnect.
+Duplicates across a reconnect are possible and harmless (displays dedupe on
 alert_id); losses are not.
 
 Threads: paho's network loop (loop_start) runs the callbacks, which only
@@ -15,7 +20,6 @@ while calling into paho: paho calls on_publish while holding its own mutex.
 import logging
 import threading
 import time
-from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional
 
 import paho.mqtt.client as mqtt
@@ -34,6 +38,9 @@ IDLE_WAIT_S = 1.0          # pump re-checks the outbox at least this often
 HOLD_FAILED_S = 30.0       # a row paho refused to publish is retried after this
 STATUS_INTERVAL_S = 60.0   # heartbeat: the retained status is refreshed this often
 PRUNE_INTERVAL_S = 3600.0
+# A publish with no PUBACK after this long on a live connection is given up
+# on and re-sent (a duplicate, never a loss); a healthy broker acks in ms.
+ACK_TIMEOUT_S = 120.0
 
 
 class Publisher:
@@ -56,9 +63,10 @@ class Publisher:
         self._stopping = False
         self._wake = False
         self._generation = 0                          # bumped on every (dis)connect
-        self._inflight = {}                           # type: Dict[int, int]  mid -> row id
-        self._early = OrderedDict()                   # type: OrderedDict  acks seen before their mid was recorded
-        self._acked = []                              # type: List[int]  row ids awaiting mark_sent
+        # row id -> paho's handle for its publish; a row leaves only once its
+        # PUBACK is recorded in SQLite (or the connection it went out on drops)
+        self._inflight = {}                           # type: Dict[int, mqtt.MQTTMessageInfo]
+        self._sent_at = {}                            # type: Dict[int, float]  row id -> monotonic publish time
         self._held = {}                               # type: Dict[int, float]  row id -> retry time
         self._status_due = False
         self._counts = {"published": 0, "acked": 0, "connects": 0, "disconnects": 0,
@@ -111,7 +119,7 @@ class Publisher:
             return
         deadline = time.monotonic() + max(0.0, timeout)
         with self._cond:
-            while self._connected and self._inflight and time.monotonic() < deadline - timeout / 2:
+            while self._connected and self._awaiting() and time.monotonic() < deadline - timeout / 2:
                 self._cond.wait(0.05)
             self._stopping = True
             self._cond.notify_all()
@@ -141,7 +149,7 @@ class Publisher:
     def stats(self) -> Dict[str, Any]:
         with self._cond:
             out = dict(self._counts)
-            out.update(connected=self._connected, inflight=len(self._inflight),
+            out.update(connected=self._connected, inflight=self._awaiting(),
                        queue_depth=self._depth, last_error=self._last_error)
         return out
 
@@ -177,10 +185,24 @@ class Publisher:
         return self._client.publish(self.topics.status, payload, qos=1, retain=True)
 
     # -- paho callbacks (network thread; memory only, never SQLite) ---------
+    def _awaiting(self) -> int:
+        """Publishes still waiting for their PUBACK (call with the lock held)."""
+        return sum(1 for info in self._inflight.values() if not info.is_published())
+
     def _reset_inflight(self) -> None:
+        """The connection changed: rows without a PUBACK will be re-sent;
+        rows whose PUBACK came stay until the pump records them."""
         self._generation += 1
-        self._inflight.clear()
-        self._early.clear()
+        for row_id in [r for r, info in self._inflight.items() if not info.is_published()]:
+            del self._inflight[row_id]
+
+    def _expire_inflight(self, now: float) -> None:
+        """Forget publishes whose PUBACK is overdue (call with the lock held)."""
+        for row_id in [r for r, info in self._inflight.items() if not info.is_published()
+                       and now - self._sent_at.get(r, now) > ACK_TIMEOUT_S]:
+            del self._inflight[row_id]
+            log.warning("outbox row %d: no PUBACK after %.0f s; it will be sent again", row_id,
+                        ACK_TIMEOUT_S)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -232,25 +254,13 @@ class Publisher:
                         self._depth or 0)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        # The handle returned by publish() now says is_published(); the pump
+        # reads it. Only an MQTT 5 broker can refuse a message in its PUBACK.
         with self._cond:
-            row_id = self._inflight.pop(mid, None)
-            if row_id is None:
-                # the ack can beat publish() returning; remember it for the pump
-                self._early[mid] = reason_code
-                while len(self._early) > 1000:
-                    self._early.popitem(last=False)
-                return
-            self._ack(row_id, reason_code)
-
-    def _ack(self, row_id: int, reason_code) -> None:
-        if reason_code is not None and reason_code.is_failure:   # MQTT 5 only
-            self._last_error = "broker rejected row %d: %s" % (row_id, reason_code)
-            self._held[row_id] = time.monotonic() + HOLD_FAILED_S
-        else:
-            self._acked.append(row_id)
-            self._counts["acked"] += 1
-        self._wake = True
-        self._cond.notify_all()
+            if reason_code is not None and reason_code.is_failure:
+                self._last_error = "broker refused message %d: %s" % (mid, reason_code)
+            self._wake = True
+            self._cond.notify_all()
 
     # -- the pump (its own thread; all SQLite work happens here) ------------
     def _run(self) -> None:
@@ -260,7 +270,7 @@ class Publisher:
                 with self._cond:
                     if self._stopping:
                         break
-                    acked, self._acked = self._acked, []
+                    acked = self._published_rows()
                     status_due, self._status_due = self._status_due, False
                 self._flush(acked)
                 now = time.monotonic()
@@ -273,11 +283,11 @@ class Publisher:
                     self._prune()
                     last_prune = now
                 with self._cond:
-                    if not (self._wake or self._acked or self._stopping or self._status_due):
+                    if not (self._wake or self._stopping or self._status_due):
                         self._cond.wait(IDLE_WAIT_S)
                     self._wake = False
             with self._cond:
-                acked, self._acked = self._acked, []
+                acked = self._published_rows()
             self._flush(acked)
         except Exception:   # never die silently: rows would pile up unseen
             log.exception("MQTT outbox pump crashed; alerts stay queued until restart")
@@ -286,13 +296,23 @@ class Publisher:
         finally:
             self.outbox.store.close()    # this thread's connection
 
+    def _published_rows(self) -> List[int]:
+        """Rows whose own PUBACK has arrived (call with the lock held)."""
+        return [row_id for row_id, info in self._inflight.items() if info.is_published()]
+
     def _flush(self, acked: List[int]) -> None:
         if acked:
             try:
                 self.outbox.mark_sent_many(acked)
             except PneumoEdgeError as exc:
-                # the broker has them; worst case they are sent again later
+                # the broker has them; they stay in flight (not re-sent) and
+                # marking is retried on the next turn of the pump
                 log.error("cannot mark %d acknowledged row(s) sent: %s", len(acked), exc)
+            else:
+                with self._cond:
+                    for row_id in acked:
+                        self._inflight.pop(row_id, None)
+                    self._counts["acked"] += len(acked)
         try:
             depth = self.outbox.depth()
         except PneumoEdgeError:
@@ -308,9 +328,12 @@ class Publisher:
 
     def _candidates(self) -> List[OutboxRow]:
         with self._cond:
-            room = self.settings.inflight - len(self._inflight)
-            busy = set(self._inflight.values())
             now = time.monotonic()
+            self._expire_inflight(now)
+            for row_id in [r for r in self._sent_at if r not in self._inflight]:
+                del self._sent_at[row_id]
+            room = self.settings.inflight - len(self._inflight)
+            busy = set(self._inflight)
             for row_id in [r for r, t in self._held.items() if t <= now]:
                 del self._held[row_id]
             held = set(self._held)
@@ -340,10 +363,11 @@ class Publisher:
                     failed.append((row.id, "publish failed: %s" % mqtt.error_string(info.rc)))
                     continue
                 attempted.append(row.id)
-                if info.mid in self._early:
-                    self._ack(row.id, self._early.pop(info.mid))
-                elif generation == self._generation:
-                    self._inflight[info.mid] = row.id
+                if generation == self._generation:
+                    self._inflight[row.id] = info
+                    self._sent_at[row.id] = time.monotonic()
+                    if info.is_published():      # the PUBACK beat us here
+                        self._wake = True
                 # else: the connection changed meanwhile; the row stays pending
         try:
             self.outbox.mark_attempts(attempted)

@@ -125,7 +125,8 @@ def build_alert(result: Result, image: Image, *, file_name: str, file_sha256: st
     f = result.finding
     alert_id = alert_id_for(image_identity(image, file_sha256), result.models)
     source = {
-        "file_name": file_name.replace("\\", "/").rsplit("/", 1)[-1],
+        # a POSIX name may hold a backslash: only "/" separates folders
+        "file_name": file_name.rsplit("/", 1)[-1],
         "sha256": file_sha256,
         "sop_instance_uid": image.sop_instance_uid or None,
         "study_instance_uid": image.study_instance_uid or None,

@@ -14,14 +14,18 @@ import datetime
 import errno
 import hashlib
 import json
+import logging
 import os
+import stat
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+from edge.capture.names import display_name, fit_name, name_bytes
 from edge.errors import CaptureError
-from edge.hashing import sha256_file
 from edge.settings import CaptureSettings
+
+log = logging.getLogger(__name__)
 
 
 REASON_SUFFIX = ".reason.json"
@@ -30,6 +34,11 @@ REASON_SUFFIX = ".reason.json"
 # Files up to this size are read once, hashed from memory and handed on with
 # their bytes, so the decoder does not read them a second time.
 KEEP_BYTES_UP_TO = 256 * 1024 * 1024
+_CHUNK = 1 << 20
+# Opening never follows a link and never blocks on a FIFO swapped in for the file.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+# Room kept for "-NNNN" and the reason file's ".tmp" sibling when fitting names.
+_SUFFIX_ROOM = 8
 
 
 @dataclass
@@ -41,13 +50,33 @@ class Claimed:
     claimed_at: float  # epoch seconds
     data: Optional[bytes] = field(default=None, repr=False, compare=False)  # content, when small enough
     claim_ms: float = 0.0  # rename + read + hash (+ directory syncs)
+    # (code, message) when the file cannot be used at all (unreadable, too
+    # large, not a regular file): it is rejected unread and has no sha256.
+    problem: Optional[Tuple[str, str]] = None
+    stat_key: Optional[Tuple[int, int]] = None   # (size, mtime_ns) when it was read
+    changing: bool = False   # size or mtime moved while it was read: the writer is not done
+
+    @property
+    def label(self) -> str:
+        """The name as it may appear in logs, payloads and the ledger."""
+        return display_name(self.name)
 
     def read(self) -> bytes:
         """The content: kept from the claim, or read now (large files)."""
         if self.data is not None:
             return self.data
-        with open(self.path, "rb") as fh:
-            return fh.read()
+        fd = os.open(self.path, _OPEN_FLAGS)
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(self.size + 1)
+
+
+def fsync_dir_quietly(path: str) -> None:
+    """fsync_dir after a move that already happened: a failure costs
+    durability across a power cut, not this file, so it is logged only."""
+    try:
+        fsync_dir(path)
+    except CaptureError as exc:
+        log.warning("%s", exc)
 
 
 def fsync_dir(path: str) -> None:
@@ -68,7 +97,9 @@ def fsync_dir(path: str) -> None:
 
 def _free_name(folder: str, name: str, also_free: str = "") -> str:
     """`name`, or `stem-N.ext` with the smallest N making it (and
-    name+also_free, e.g. its reason file) unused in `folder`."""
+    name+also_free, e.g. its reason file) unused in `folder`; shortened
+    first where name + suffixes would pass the 255-byte limit."""
+    name = fit_name(name, reserve=name_bytes(also_free) + _SUFFIX_ROOM)
     stem, ext = os.path.splitext(name)
     candidate, n = name, 0
     while (os.path.lexists(os.path.join(folder, candidate))
@@ -109,25 +140,57 @@ class CaptureFolders:
                                "must be atomic renames, so mount the share at %s itself, "
                                "not at one of its subfolders" % (root, root))
 
-    def claim(self, path: str) -> Optional[Claimed]:
-        """Move `path` into processing/ and hash it; None if it vanished."""
+    def claim(self, path: str, max_bytes: Optional[int] = None) -> Optional[Claimed]:
+        """Move `path` into processing/ and hash it; None if it vanished or
+        is not a regular file. A file over `max_bytes`, or one that cannot
+        be read, is claimed unread with `.problem` set."""
         t0 = time.perf_counter()
         name = os.path.basename(path)
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                return None       # swapped for a link/FIFO/folder since the scan: a stray
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CaptureError("cannot look at %s: %s" % (display_name(path), exc.strerror))
         target = os.path.join(self.processing, _free_name(self.processing, name))
         try:
             os.rename(path, target)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise CaptureError("cannot claim %s into %s: %s" % (path, self.processing, exc))
-        fsync_dir(self.processing)
-        fsync_dir(os.path.dirname(path) or ".")
+            raise CaptureError("cannot claim %s into %s: %s"
+                               % (display_name(path), self.processing, exc.strerror))
+        fsync_dir_quietly(self.processing)
+        fsync_dir_quietly(os.path.dirname(path) or ".")
         try:
-            claimed = self._describe(target, name, time.time())
+            claimed = self.describe(target, name, time.time(), max_bytes)
         except FileNotFoundError:
             return None   # removed from processing/ by someone else meanwhile
         claimed.claim_ms = (time.perf_counter() - t0) * 1000.0
         return claimed
+
+    def unclaim(self, claimed: Claimed) -> str:
+        """Put a file whose writer is not done back into incoming/ (it will
+        settle again); returns its path there."""
+        target = os.path.join(self.incoming, _free_name(self.incoming, os.path.basename(claimed.name)))
+        try:
+            os.rename(claimed.path, target)
+        except OSError as exc:
+            raise CaptureError("cannot return %s to incoming/: %s" % (claimed.label, exc.strerror))
+        fsync_dir_quietly(self.incoming)
+        fsync_dir_quietly(self.processing)
+        return target
+
+    def changed(self, claimed: Claimed) -> bool:
+        """True if the file's size or mtime differ from when it was read."""
+        if claimed.stat_key is None:
+            return False
+        try:
+            st = os.lstat(claimed.path)
+        except OSError:
+            return False
+        return (st.st_size, st.st_mtime_ns) != claimed.stat_key
 
     def finish(self, claimed: Claimed) -> Optional[str]:
         """Move to done/ (returns the new path) or delete (returns None)."""
@@ -139,9 +202,9 @@ class CaptureFolders:
             target = os.path.join(self.done, _free_name(self.done, os.path.basename(claimed.name)))
             os.rename(claimed.path, target)
         except OSError as exc:
-            raise CaptureError("cannot finish %s: %s" % (claimed.path, exc))
-        fsync_dir(self.done)
-        fsync_dir(self.processing)
+            raise CaptureError("cannot finish %s: %s" % (claimed.label, exc.strerror))
+        fsync_dir_quietly(self.done)
+        fsync_dir_quietly(self.processing)
         return target
 
     def reject(self, claimed: Claimed, code: str, reason: str,
@@ -155,8 +218,8 @@ class CaptureFolders:
             "code": code,
             "reason": reason,
             "details": details or {},
-            "sha256": claimed.sha256,
-            "original_name": claimed.name,
+            "sha256": claimed.sha256 or None,
+            "original_name": claimed.label,
             "rejected_at": _utc_iso(time.time()),
         }
         self._write_atomic(target + REASON_SUFFIX,
@@ -164,39 +227,85 @@ class CaptureFolders:
         try:
             os.rename(claimed.path, target)
         except OSError as exc:
-            raise CaptureError("cannot move %s to %s: %s" % (claimed.path, self.rejected, exc))
-        fsync_dir(self.rejected)
-        fsync_dir(self.processing)
+            self._remove_quietly(target + REASON_SUFFIX)
+            raise CaptureError("cannot move %s to %s: %s" % (claimed.label, self.rejected, exc.strerror))
+        fsync_dir_quietly(self.rejected)
+        fsync_dir_quietly(self.processing)
         return target
 
-    def leftovers(self) -> List[Claimed]:
-        """Files a crash left in processing/, re-hashed to be processed again."""
+    def quarantine_stray(self, path: str, code: str, reason: str) -> str:
+        """Move a non-regular entry (FIFO, folder, symlink) out of incoming/
+        into rejected/ with a reason file. Renaming moves the entry itself:
+        a link is not followed and a FIFO is never opened."""
+        name = os.path.basename(path)
+        stray = Claimed(path=path, name=name, sha256="", size=0, claimed_at=time.time())
+        return self.reject(stray, code, reason)
+
+    def leftovers(self, max_bytes: Optional[int] = None) -> List[Claimed]:
+        """Files a crash left in processing/, re-hashed to be processed again.
+        A file that vanishes meanwhile is skipped; one that cannot be read
+        comes back with `.problem` set, like a fresh claim."""
         found = []
-        for name in sorted(os.listdir(self.processing)):
+        try:
+            names = sorted(os.listdir(self.processing))
+        except OSError as exc:
+            raise CaptureError("cannot list %s: %s" % (self.processing, exc.strerror))
+        for name in names:
             path = os.path.join(self.processing, name)
-            if not os.path.isfile(path) or os.path.islink(path):
-                continue
             try:
-                claimed_at = os.stat(path).st_ctime   # the claim's rename set ctime
-                found.append(self._describe(path, name, claimed_at))
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                found.append(self.describe(path, name, st.st_ctime, max_bytes))  # the claim's rename set ctime
             except FileNotFoundError:
                 continue
         return found
 
-    def _describe(self, path: str, name: str, claimed_at: float) -> Claimed:
-        data = None
+    def describe(self, path: str, name: str, claimed_at: float,
+                 max_bytes: Optional[int] = None) -> Claimed:
+        """Stat, then read and hash a claimed file. The size is checked
+        before a byte is read; a file over `max_bytes` is never opened for
+        reading, so a sparse multi-GiB file costs no memory."""
+        def unusable(code: str, message: str, size: int = 0) -> Claimed:
+            return Claimed(path=path, name=name, sha256="", size=size, claimed_at=claimed_at,
+                           problem=(code, message))
         try:
-            if os.path.getsize(path) <= KEEP_BYTES_UP_TO:
-                with open(path, "rb") as f:
-                    data = f.read()
-                sha256, size = hashlib.sha256(data).hexdigest(), len(data)
-            else:
-                sha256, size = sha256_file(path)
+            fd = os.open(path, _OPEN_FLAGS)
         except FileNotFoundError:
-            raise   # the caller decides whether a vanished file matters
+            raise
         except OSError as exc:
-            raise CaptureError("cannot read %s: %s" % (path, exc))
-        return Claimed(path=path, name=name, sha256=sha256, size=size, claimed_at=claimed_at, data=data)
+            if exc.errno == errno.ELOOP:
+                return unusable("not_a_file", "a symbolic link, not an image file")
+            return unusable("unreadable", "file cannot be read by the appliance's user (%s)"
+                            % exc.strerror)
+        try:
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    return unusable("not_a_file", "not a regular file")
+                if max_bytes is not None and st.st_size > max_bytes:
+                    return unusable("too_large", "file is %.1f MB, larger than the %.0f MB limit "
+                                    "(decode.max_file_mb); refused unread"
+                                    % (st.st_size / 1048576.0, max_bytes / 1048576.0), st.st_size)
+                data, sha256, size = _read_and_hash(f, st.st_size, max_bytes)
+                after = os.fstat(f.fileno())
+        except OSError as exc:
+            return unusable("unreadable", "file cannot be read (%s)" % exc.strerror)
+        claimed = Claimed(path=path, name=name, sha256=sha256, size=size, claimed_at=claimed_at,
+                          data=data, stat_key=(after.st_size, after.st_mtime_ns))
+        claimed.changing = (size != st.st_size or (after.st_size, after.st_mtime_ns)
+                            != (st.st_size, st.st_mtime_ns))
+        if max_bytes is not None and size > max_bytes:
+            claimed.problem = ("too_large", "file grew past the %.0f MB limit (decode.max_file_mb) "
+                               "while it was read" % (max_bytes / 1048576.0))
+        return claimed
+
+    @staticmethod
+    def _remove_quietly(path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
     def _write_atomic(self, path: str, text: str) -> None:
         tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp")
@@ -207,5 +316,23 @@ class CaptureFolders:
                 os.fsync(f.fileno())
             os.rename(tmp, path)
         except OSError as exc:
-            raise CaptureError("cannot write %s: %s" % (path, exc))
-        fsync_dir(os.path.dirname(path))
+            self._remove_quietly(tmp)     # a full disk must not leave half files behind
+            raise CaptureError("cannot write %s: %s" % (display_name(path), exc.strerror))
+        fsync_dir_quietly(os.path.dirname(path))
+
+
+def _read_and_hash(f, size: int, max_bytes: Optional[int]) -> Tuple[Optional[bytes], str, int]:
+    """(content if small enough to keep, sha256, bytes read). Reads at most
+    one byte past the limit, so a file that grows while read stays bounded."""
+    cap = (max_bytes + 1) if max_bytes is not None else None
+    if size <= KEEP_BYTES_UP_TO:
+        data = f.read(cap) if cap is not None else f.read()
+        return data, hashlib.sha256(data).hexdigest(), len(data)
+    digest, total = hashlib.sha256(), 0
+    while cap is None or total < cap:
+        chunk = f.read(_CHUNK if cap is None else min(_CHUNK, cap - total))
+        if not chunk:
+            break
+        digest.update(chunk)
+        total += len(chunk)
+    return None, digest.hexdigest(), total

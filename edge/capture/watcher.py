@@ -7,6 +7,7 @@ network shares send no events for remote writes.
 import logging
 import os
 import re
+import stat
 import time
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
@@ -47,6 +48,18 @@ def filesystem_type(path: str, mounts_text: str) -> Optional[str]:
     return best
 
 
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symbolic link"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
+
+
 def _local_filesystem_type(path: str) -> Optional[str]:
     try:
         with open("/proc/self/mounts") as f:
@@ -71,6 +84,10 @@ class Watcher:
         # Names renamed into incoming/ (inotify IN_MOVED_TO) and not written since:
         # an atomic rename means the writer is done, so they skip the settle wait.
         self._moved_in = set()  # type: Set[str]
+        # Non-regular entries (FIFO, folder, symlink): name -> (kind, first seen, reported).
+        self._strays = {}  # type: Dict[str, List]
+        # Names the appliance put back (writer not done): their rename is not a "complete" signal.
+        self._returned = set()  # type: Set[str]
         self.mode = self._start(settings.watch)
 
     def _start(self, watch: str) -> str:
@@ -114,7 +131,8 @@ class Watcher:
             self._moved_in &= set(listing)
             ready = self._tracker.update(listing, now, self._moved_in)
             self._moved_in.difference_update(ready)
-            if ready:
+            if ready or any(not reported and now - since >= self._tracker.settle_s
+                            for _k, since, reported in self._strays.values()):
                 return [os.path.join(self.incoming_dir, name) for name in ready]
             remaining = deadline - self._clock()
             if remaining <= 0:
@@ -124,6 +142,10 @@ class Watcher:
     def _next_scan_in(self, now: float) -> float:
         interval = INOTIFY_RESCAN_S if self._inotify else self._settings.poll_interval_s
         due = self._tracker.next_due(now)
+        stray_due = [since + self._tracker.settle_s - now for _k, since, reported in self._strays.values()
+                     if not reported]
+        if stray_due:
+            due = max(0.0, min(stray_due + ([due] if due is not None else [])))
         if due is None:
             return interval
         return min(interval, max(due, _MIN_WAIT_S))
@@ -134,30 +156,62 @@ class Watcher:
             for event in self._inotify.read_events(seconds):
                 if not event.name:
                     continue
-                if event.mask & IN_MOVED_TO and not self.settle_applies_to_renames:
+                if event.mask & IN_MOVED_TO and event.name in self._returned:
+                    self._returned.discard(event.name)           # our own rename back: settle as usual
+                elif event.mask & IN_MOVED_TO and not self.settle_applies_to_renames:
                     self._moved_in.add(event.name)
                 elif event.mask & (IN_MODIFY | IN_CLOSE_WRITE | IN_CREATE):
                     self._moved_in.discard(event.name)   # written after the rename: settle as usual
         else:
             time.sleep(seconds)
 
+    def again(self, path: str, returned: bool = False) -> None:
+        """Report `path` again once it has settled anew: its claim failed, or
+        the appliance put it back (`returned`) because its writer is not done."""
+        name = os.path.basename(path)
+        self._tracker.forget(name)
+        self._moved_in.discard(name)
+        if returned:
+            self._returned.add(name)
+
+    def strays(self) -> List[Tuple[str, str]]:
+        """(path, kind) of non-regular entries (FIFO, folder, symlink ...)
+        that have sat in incoming/ for settle_s, each reported once: they
+        are not images and must be moved out with a reason, not left."""
+        now = self._clock()
+        out = []
+        for name, seen in sorted(self._strays.items()):
+            kind, since, reported = seen
+            if not reported and now - since >= self._tracker.settle_s:
+                seen[2] = True
+                out.append((os.path.join(self.incoming_dir, name), kind))
+        return out
+
     def _scan(self) -> Dict[str, Tuple[int, int]]:
         patterns = self._settings.ignore
         found = {}  # type: Dict[str, Tuple[int, int]]
+        strays = {}  # type: Dict[str, str]
         try:
             with os.scandir(self.incoming_dir) as entries:
                 for entry in entries:
                     if is_ignored(entry.name, patterns):
                         continue
                     try:
-                        if not entry.is_file(follow_symlinks=False):
-                            continue   # directories, symlinks, fifos are not images
                         st = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
                         continue       # vanished between listing and stat
+                    if not stat.S_ISREG(st.st_mode):
+                        strays[entry.name] = _kind(st.st_mode)   # not an image: reported by strays()
+                        continue
                     found[entry.name] = (st.st_size, st.st_mtime_ns)
         except OSError as exc:
             raise CaptureError("cannot list capture folder %s: %s" % (self.incoming_dir, exc))
+        now = self._clock()
+        for name in [n for n in self._strays if n not in strays]:
+            del self._strays[name]
+        for name, kind in strays.items():
+            if name not in self._strays or self._strays[name][0] != kind:
+                self._strays[name] = [kind, now, False]
         return found
 
     def close(self) -> None:

@@ -2,12 +2,18 @@
 
 Every refusal is a DecodeError subclass (edge.errors) whose `.code` is stable
 and whose message says what is wrong in plain words; nothing here reads or
-reports the patient's name or birth date.
+reports the patient's name or birth date. The contract is total: whatever a
+parser raises on hostile bytes (pydicom's TypeError/ValueError from element
+access, struct.error, a plugin's RuntimeError ...) leaves decode_bytes as a
+DecodeError, so a bad file is rejected with a reason, never filed as an
+internal fault. Messages never quote an element's raw value or a parser's
+exception text: a corrupted length makes a value span the patient's name.
 """
+import logging
 import os
 from typing import Optional
 
-from edge.errors import DecodeError, NotAnImage
+from edge.errors import CorruptImage, DecodeError, ImageTooLarge, NotAnImage
 from edge.settings import DecodeSettings
 from edge.types import Image
 
@@ -19,10 +25,29 @@ from .sniff import looks_like_text, sniff_format
 __all__ = ["sniff_format", "decode_bytes", "decode_file", "DecodeError"]
 
 
+log = logging.getLogger(__name__)
+
+
 def decode_bytes(data: bytes, settings: Optional[DecodeSettings] = None, name: str = "") -> Image:
     """Decode one file's content; `name` is for the caller's logs only (the
-    extension is never trusted)."""
+    extension is never trusted). Raises only DecodeError subclasses."""
     settings = settings or DecodeSettings()
+    try:
+        return _decode(data, settings)
+    except DecodeError:
+        raise
+    except MemoryError:
+        raise ImageTooLarge("file needs more memory to decode than is free")
+    except RecursionError:
+        raise CorruptImage("file is damaged: nesting too deep to parse")
+    except Exception as exc:  # noqa: BLE001 - the contract: hostile bytes end as DecodeError
+        log.debug("decode: %s from the parser (message withheld: it may quote file values)",
+                  type(exc).__name__)
+        raise CorruptImage("file is damaged: its header or pixel data cannot be parsed (%s)"
+                           % type(exc).__name__)
+
+
+def _decode(data: bytes, settings: DecodeSettings) -> Image:
     check_file_size(len(data), settings)
     if not data:
         raise NotAnImage("file is empty (0 bytes)")

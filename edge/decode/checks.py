@@ -3,6 +3,7 @@
 Pure functions over header values, so they run before any pixel is decoded:
 a wrong modality or an absurd declared size is refused without allocating.
 """
+import re
 from typing import Optional, Sequence
 
 from edge.errors import (ImageTooLarge, UnsupportedImage, UnsupportedModality)
@@ -14,6 +15,30 @@ LATERAL_VIEWS = frozenset({"LL", "RL", "LLD", "RLD", "LAT", "LATERAL",
                            "LEFT LATERAL", "RIGHT LATERAL"})
 
 GREY_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2"})
+
+# DICOM Code String: upper case, digits, space, underscore, at most 16 characters.
+_CODE_STRING = re.compile(r"^[A-Z0-9 _]{1,16}$")
+
+
+def shown_value(value: Optional[str]) -> str:
+    """A header value as it may appear in a message: a well-formed code
+    string as is, anything else only described. A corrupted length makes a
+    value run into the next elements (the patient's name, birth date), so a
+    raw value is never quoted."""
+    if value is None:
+        return "none"
+    text = value.strip()
+    if _CODE_STRING.match(text):
+        return text
+    return "a malformed value (%d characters, not a DICOM code string)" % len(value)
+
+
+def code_string(value: Optional[str]) -> Optional[str]:
+    """`value` if it is a well-formed code string, else None (not emitted)."""
+    if value is None:
+        return None
+    text = value.strip()
+    return text if _CODE_STRING.match(text) else None
 
 
 def check_file_size(n_bytes: int, settings: DecodeSettings) -> None:
@@ -41,13 +66,13 @@ def check_dimensions(rows: int, columns: int, settings: DecodeSettings) -> None:
 
 def check_modality(modality: Optional[str], settings: DecodeSettings) -> None:
     allowed = [m.upper() for m in settings.allowed_modalities]
-    shown = ", ".join(allowed)
+    listed = ", ".join(allowed)
     if not modality:
         raise UnsupportedModality("DICOM has no Modality; only chest radiographs are accepted "
-                                  "(allowed: %s)" % shown)
+                                  "(allowed: %s)" % listed)
     if modality.strip().upper() not in allowed:
         raise UnsupportedModality("modality %s is not a chest radiograph (allowed: %s)"
-                                  % (modality.strip(), shown))
+                                  % (shown_value(modality), listed))
 
 
 def check_view(view_position: Optional[str], settings: DecodeSettings) -> None:
@@ -56,7 +81,8 @@ def check_view(view_position: Optional[str], settings: DecodeSettings) -> None:
     view = view_position.strip().upper()
     if view in LATERAL_VIEWS or "LATERAL" in view:
         raise UnsupportedImage("view position %s is a lateral view; the models read frontal "
-                               "(PA/AP) chest radiographs only (decode.reject_lateral)" % view)
+                               "(PA/AP) chest radiographs only (decode.reject_lateral)"
+                               % shown_value(view))
 
 
 def check_frames(n_frames: int) -> None:
@@ -69,7 +95,8 @@ def check_grey(samples_per_pixel: int, photometric: str) -> None:
     if samples_per_pixel != 1 or photometric not in GREY_PHOTOMETRICS:
         raise UnsupportedImage("DICOM is colour (%s, %d samples per pixel); only greyscale "
                                "MONOCHROME1/MONOCHROME2 radiographs are accepted"
-                               % (photometric or "no photometric interpretation", samples_per_pixel))
+                               % (shown_value(photometric) if photometric
+                                  else "no photometric interpretation", samples_per_pixel))
 
 
 def first_value(value: object) -> Optional[float]:

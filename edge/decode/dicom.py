@@ -6,6 +6,7 @@ affine map over the stored values (one pass, no float64 copy); only the rare
 LUT sequences go through pydicom's own LUT functions.
 """
 import io
+import re
 from typing import Optional, Tuple
 
 import numpy as np
@@ -22,8 +23,13 @@ from edge.errors import CorruptImage, MissingDecoder, NotAnImage, UnsupportedIma
 from edge.settings import DecodeSettings
 from edge.types import Image
 
-from .checks import (check_dimensions, check_frames, check_grey, check_modality,
-                     check_view, first_value)
+from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
+                     check_modality, check_view, code_string, first_value)
+
+# What a UID and a Short String may look like; anything else is not emitted
+# (a damaged length can make a value run into the patient's name).
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_SHORT_STRING = re.compile(r"^[^\\\x00-\x1f\x7f]{1,16}$")
 
 # What to install, per transfer-syntax family, when pydicom has no working plugin.
 _JPEG = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
@@ -75,13 +81,13 @@ def decode_dicom(data: bytes, settings: DecodeSettings) -> Image:
     return Image(
         pixels=pixels,
         source_format="dicom",
-        modality=_text(ds, "Modality"),
-        view_position=_text(ds, "ViewPosition"),
+        modality=code_string(_text(ds, "Modality")),
+        view_position=_view_position(ds),
         pixel_spacing_mm=_spacing(ds),
-        sop_instance_uid=_text(ds, "SOPInstanceUID"),
-        study_instance_uid=_text(ds, "StudyInstanceUID"),
-        series_instance_uid=_text(ds, "SeriesInstanceUID"),
-        accession_number=_text(ds, "AccessionNumber"),
+        sop_instance_uid=_uid(ds, "SOPInstanceUID"),
+        study_instance_uid=_uid(ds, "StudyInstanceUID"),
+        series_instance_uid=_uid(ds, "SeriesInstanceUID"),
+        accession_number=_short_string(ds, "AccessionNumber"),
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored") or 0) or None,
         transfer_syntax=UID(ts).name,
@@ -99,15 +105,17 @@ def _read(data: bytes, stop_before_pixels: bool) -> Tuple["pydicom.Dataset", io.
         ds = pydicom.dcmread(fp, force=not has_preamble, stop_before_pixels=stop_before_pixels)
         return ds, fp
     except Exception as exc:  # InvalidDicomError, EOFError, struct.error, zlib.error ...
-        raise CorruptImage("DICOM header cannot be read (%s: %s)"
-                           % (type(exc).__name__, _short(exc)))
+        raise CorruptImage("DICOM header cannot be read (%s)" % type(exc).__name__)
 
 
 def _transfer_syntax(ds: "pydicom.Dataset") -> str:
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts:
-        return str(ts)
+        text = str(ts).strip("\0 ")
+        if len(text) > 64 or not _UID.match(text):
+            raise CorruptImage("DICOM transfer syntax UID is malformed (%d characters)" % len(text))
+        return text
     # No file meta: pydicom guessed the encoding while reading.
     implicit, little = _read_encoding(ds)
     if implicit:
@@ -194,10 +202,10 @@ def _pixel_array(ds: "pydicom.Dataset", ts: str) -> np.ndarray:
         return ds.pixel_array
     except (NotImplementedError, ImportError) as exc:
         raise MissingDecoder("transfer syntax %s cannot be decoded here: %s (%s)"
-                             % (UID(ts).name, install_hint(ts), _short(exc)))
+                             % (UID(ts).name, install_hint(ts), type(exc).__name__))
     except Exception as exc:  # each plugin raises its own types on damaged data
-        raise CorruptImage("DICOM pixel data (%s) cannot be decoded: %s: %s"
-                           % (UID(ts).name, type(exc).__name__, _short(exc)))
+        raise CorruptImage("DICOM pixel data (%s) cannot be decoded (%s)"
+                           % (UID(ts).name, type(exc).__name__))
 
 
 def to_display(raw: np.ndarray, ds: "pydicom.Dataset", invert: bool) -> np.ndarray:
@@ -280,7 +288,7 @@ def _apply_voi_lut_sequence(values: np.ndarray, slope: float, intercept: float,
         domain = np.arange(first, first + n_entries, dtype=np.int64)
         table = apply_voi_lut(domain, ds, index=0, prefer_lut=True)
     except Exception as exc:  # damaged LUT descriptor/data
-        raise CorruptImage("DICOM VOI LUT cannot be applied: %s: %s" % (type(exc).__name__, _short(exc)))
+        raise CorruptImage("DICOM VOI LUT cannot be applied (%s)" % type(exc).__name__)
     lo, hi = float(table.min()), float(table.max())
     scale = 1.0 / (hi - lo) if hi > lo else 0.0
     return _affine_clip(mapped, scale, -lo * scale)
@@ -315,6 +323,29 @@ def _text(ds: "pydicom.Dataset", keyword: str) -> Optional[str]:
     return text or None
 
 
+# DICOM's defined terms for ViewPosition, plus the lateral spellings checks.py knows.
+# Only these are emitted: a free-text value could be anything a person typed.
+VIEW_POSITIONS = frozenset({"AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO"}) | LATERAL_VIEWS
+
+
+def _view_position(ds: "pydicom.Dataset") -> Optional[str]:
+    view = code_string(_text(ds, "ViewPosition"))
+    return view if view in VIEW_POSITIONS else None
+
+
+def _uid(ds: "pydicom.Dataset", keyword: str) -> Optional[str]:
+    text = _text(ds, keyword)
+    if text is None:
+        return None
+    text = text.rstrip("\0")
+    return text if len(text) <= 64 and _UID.match(text) else None
+
+
+def _short_string(ds: "pydicom.Dataset", keyword: str) -> Optional[str]:
+    text = _text(ds, keyword)
+    return text if text is not None and _SHORT_STRING.match(text) else None
+
+
 def _spacing(ds: "pydicom.Dataset") -> Optional[Tuple[float, float]]:
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
@@ -325,8 +356,3 @@ def _spacing(ds: "pydicom.Dataset") -> Optional[Tuple[float, float]]:
         if row > 0 and col > 0:   # some CRs write 0\0 for "unknown"
             return row, col
     return None
-
-
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + "..."
