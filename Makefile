@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-runtime
 MSTAMP  := $(VENV)/.installed-models
 PIP     := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto clean
+.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto openjpeg clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -33,12 +33,26 @@ mosquitto:
 	  echo "mosquitto (the MQTT broker) is needed: install it with 'sudo apt-get install mosquitto'" >&2; exit 1; \
 	fi
 
+# libopenjp2 for glymur's reduced-resolution JPEG 2000 decoding (edge/decode/j2k.py);
+# without it the runtime decodes JPEG 2000 at full size and logs that once.
+openjpeg:
+	@if ldconfig -p 2>/dev/null | grep -q libopenjp2; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing libopenjp2-7 (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenjp2-7 >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenjp2-7 >/dev/null; \
+	else \
+	  echo "note: libopenjp2 missing (sudo apt-get install libopenjp2-7): JPEG 2000 decodes at full size" >&2; \
+	fi
+
 # The appliance on its embedded defaults: bundled models on ONNX Runtime, a local
 # mosquitto on 127.0.0.1:1883 (started if none is listening), ./capture, ./state.
-run: venv mosquitto
+run: venv mosquitto openjpeg
 	$(BIN)/pneumo-edge run --config config/edge.yaml --start-broker
 
-test: venv-models mosquitto
+test: venv-models mosquitto openjpeg
 	$(BIN)/vermin -t=3.8- --no-tips --violations --eval-annotations edge build_engine
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-floor
@@ -51,7 +65,8 @@ FLOOR      := .venv-floor
 FSTAMP     := $(FLOOR)/.installed
 RUNTIME_TESTS := tests/test_decode*.py tests/test_capture_*.py tests/test_config.py \
 	tests/test_logsetup.py tests/test_postprocess.py tests/test_pipeline.py tests/test_alerts_*.py \
-	tests/test_appliance.py tests/test_engine_sidecar.py tests/test_buffers.py tests/test_doctor.py
+	tests/test_appliance.py tests/test_engine_sidecar.py tests/test_buffers.py tests/test_doctor.py \
+	tests/test_inference_threads.py
 venv-floor: $(FSTAMP)
 $(FSTAMP): requirements/floor-py38.txt
 	@test -x $(FLOOR)/bin/python || $(PY) -m venv $(FLOOR)
@@ -59,17 +74,18 @@ $(FSTAMP): requirements/floor-py38.txt
 	  pytest onnx==1.14.1 psutil
 	@touch $@
 
-test-floor: venv-floor mosquitto
+test-floor: venv-floor mosquitto openjpeg
 	@echo "runtime tests on the dependency floor:"; $(FLOOR)/bin/python -m pip list 2>/dev/null | \
-	  grep -iE '^(numpy|pydicom|opencv-python-headless|paho-mqtt|onnxruntime|pylibjpeg.*|PyYAML) '
+	  grep -iE '^(numpy|pydicom|opencv-python-headless|paho-mqtt|onnxruntime|pylibjpeg.*|PyYAML|glymur) '
 	PYTHONPATH=$(CURDIR) $(FLOOR)/bin/python -m pytest -q -p no:cacheprovider $(RUNTIME_TESTS)
 
 # Without torch: the runtime's own tests only.
 test-fast: venv mosquitto
 	$(BIN)/pytest -q -m "not models"
 
-bench: venv mosquitto
-	$(BIN)/pneumo-edge bench --config config/edge.yaml
+# The developer's bench (bench/): needs torch for the naive baseline, hence venv-models.
+bench: venv-models mosquitto openjpeg
+	$(BIN)/python -m bench --config config/edge.yaml
 
 clean:
 	rm -rf $(VENV) $(FLOOR) capture state bench-results .pytest_cache

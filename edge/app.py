@@ -38,6 +38,7 @@ from edge.errors import DecodeError
 from edge.inference.manifest import load_manifest
 from edge.inference.registry import create_backend, resolve_backend_name
 from edge.pipeline import Pipeline, Prepared
+from edge.resolution import decode_side
 from edge.signals import stop_on_signals
 from edge.settings import Settings
 from edge.store import Store
@@ -99,6 +100,8 @@ class Appliance:
         client_id = settings.mqtt.client_id or "pneumo-edge-%s-%s" % (settings.site, settings.device)
         self.publisher = Publisher(settings.mqtt, self.topics, self.outbox, self.status, client_id)
         self.outcomes = queue.Queue()  # type: queue.Queue
+        self._decode_side = decode_side(self.pipeline.input_sides, settings.alerts.overlay_max_side
+                                        if settings.mqtt.publish_overlay else 0)
 
     # -- status ---------------------------------------------------------
     def status(self) -> Dict[str, Any]:
@@ -116,6 +119,7 @@ class Appliance:
             "capture_mode": self.watcher.mode if self.watcher else None,
             "counts": self.counts(),
             "thresholds": self.pipeline.thresholds.as_dict(),
+            "inference_threads": self.pipeline.thread_report(),
         }
 
     # -- lifecycle ------------------------------------------------------
@@ -235,7 +239,7 @@ class Appliance:
         try:
             data = claimed.read()
             t1 = time.perf_counter()
-            image = decode_bytes(data, self.settings.decode, name=claimed.name)
+            image = decode_bytes(data, self.settings.decode, name=claimed.name, min_side=self._decode_side)
         except DecodeError as exc:
             return self._reject(claimed, exc.code, str(exc))
         t2 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""`pneumo-edge` command line: run | alerts | check-config | process | doctor | bench."""
+"""`pneumo-edge` command line: run | alerts | check-config | process | doctor."""
 import argparse
 import json
 import logging
@@ -109,11 +109,6 @@ def cmd_doctor(args) -> int:
     return run_doctor(_settings(args), sys.stdout)
 
 
-def cmd_bench(args) -> int:
-    from edge.bench.cli import run_bench
-    return run_bench(args, _settings(args))
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pneumo-edge", description=__doc__)
     parser.add_argument("--version", action="version", version="pneumo-edge " + __version__)
@@ -147,15 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_doctor)
 
-    try:
-        from edge.bench.cli import add_bench_arguments
-    except ImportError:
-        add_bench_arguments = None
-    if add_bench_arguments is not None:
-        p = sub.add_parser("bench", help="throughput and latency per stage and end to end")
-        _add_config_flags(p)
-        add_bench_arguments(p)
-        p.set_defaults(func=cmd_bench)
     return parser
 
 

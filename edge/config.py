@@ -25,6 +25,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from edge.errors import ConfigError
+from edge.inference.threads import parse as parse_threads
 from edge.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -475,7 +476,10 @@ class _Validator:
 
         self.one_of("models.backend", BACKENDS)
         self.one_of("decision.rule", DECISION_RULES)
-        self.at_least("models.threads", 0)
+        try:
+            parse_threads(s.models.threads)
+        except ValueError as exc:
+            raise self.fail("models.threads", str(exc))
         self.at_least("models.warmup", 0)
         if not _PROFILE_NAME.match(s.models.device_profile):
             raise self.fail("models.device_profile",
@@ -590,7 +594,7 @@ def describe(settings: Settings) -> str:
         % (c.dir, c.watch, c.poll_interval_s, c.settle_s, c.on_success),
         "state:       %s" % s.state_dir,
         "models:      backend %s, threads %s, warm-up %d"
-        % (s.models.backend, s.models.threads or "all cores", s.models.warmup),
+        % (s.models.backend, "all cores" if s.models.threads == 0 else s.models.threads, s.models.warmup),
         "  classifier: %s" % s.models.classifier,
         "  segmenter:  %s" % s.models.segmenter,
     ]

@@ -5,7 +5,7 @@ file:line); the rest of the runtime only ever sees these objects.
 Defaults here are the embedded defaults `make run` uses.
 """
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 
 @dataclass
@@ -27,6 +27,9 @@ class DecodeSettings:
     max_side: int = 8192
     max_pixels: int = 40_000_000         # refuse before allocating (a 6000x6000 CR is 36 M)
     max_file_mb: float = 512.0
+    # JPEG 2000: decode the smallest resolution level still >= the models' input and the
+    # overlay (measurements stay in original pixels); false = always full size.
+    reduced_resolution: bool = True
 
 
 @dataclass
@@ -34,9 +37,9 @@ class ModelSettings:
     classifier: str = "models/classifier/classifier.onnx"   # manifest is the .json beside
     segmenter: str = "models/segmenter/segmenter.onnx"
     backend: str = "onnxruntime"         # onnxruntime | tensorrt | auto
-    # ONNX Runtime intra-op threads; 0 = all cores. 1 leaves a core to decode the next
-    # image: on 2 cores `pneumo-edge bench` measured 91 % of the models' limit vs 79 % with 0.
-    threads: int = 1
+    # ONNX Runtime intra-op threads: "auto" times each model at start-up over 1, 2, 4 ..
+    # cores and keeps the fastest (edge/inference/threads.py); an integer fixes it, 0 = all cores.
+    threads: Any = "auto"
     engine_dir: str = "engines"          # TensorRT engines + sidecars
     device_profile: str = "xavier_nx"    # config/devices/<name>.yaml, for engine checks
     warmup: int = 2
