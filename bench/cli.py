@@ -24,7 +24,7 @@ from edge.inference.threads import candidates, usable_cores
 
 log = logging.getLogger(__name__)
 
-QUICK = {"images": 4, "size": 512, "latency_images": 2, "burst": 4, "baseline_images": 1, "growth": "2,4",
+QUICK = {"images": 4, "size": 512, "latency_images": 2, "burst": 4, "spin_burst": 2, "baseline_images": 1, "growth": "2,4",
          "growth_size": 300, "sizes": "512", "repeats": 1, "thread_runs": 3, "peak_n": 512}
 
 
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate", default="", help="extra variants' gate settings, e.g. off (shipped first)")
     p.add_argument("--latency-images", type=int, default=15, help="files dropped one at a time (0 skips)")
     p.add_argument("--burst", type=int, default=40, help="files dropped at once into the appliance (default 40)")
+    p.add_argument("--spin-burst", type=int, default=16, help="films per burst comparing ONNX Runtime thread "
+                   "spinning on/off at threads = all cores (0 skips)")
     p.add_argument("--baseline-images", type=int, default=5, help="naive PyTorch baseline images (0 skips)")
     p.add_argument("--growth", default="50,200", help="memory checkpoints, e.g. 100,1000,10000 (empty skips)")
     p.add_argument("--growth-size", type=int, default=1024, help="side of the memory-growth inputs")
@@ -217,7 +219,7 @@ def run_bench(args: argparse.Namespace, settings) -> int:
                 result["baseline"] = {"skipped": "--baseline-images 0" if not args.baseline_images
                                       else "the baseline reads the generated uncompressed DICOM only"}
 
-            if args.latency_images or args.burst or _ints(args.growth):
+            if args.latency_images or args.burst or args.spin_burst or _ints(args.growth):
                 broker = runner.LocalBroker(os.path.join(work, "broker"))
             if args.latency_images or args.burst:
                 say("appliance end to end (mosquitto on 127.0.0.1:%d): %d files one at a time, then %d at once"
@@ -225,6 +227,15 @@ def run_bench(args: argparse.Namespace, settings) -> int:
                 result["end_to_end"] = runner.measure_appliance(
                     settings, variants[0], main_items, os.path.join(work, "appliance"), broker.port,
                     args.latency_images, args.burst)
+            if args.spin_burst:
+                cores = usable_cores()
+                say("ONNX Runtime spinning on/off: %d films at once, threads=%d" % (args.spin_burst, cores))
+                result["spinning"] = {}
+                for spin in (True, False):
+                    v = dataclasses.replace(variants[0], threads=cores, spinning=spin)
+                    r = runner.measure_appliance(settings, v, main_items, os.path.join(work, "spin"), broker.port,
+                                                 0, args.spin_burst)
+                    result["spinning"]["on" if spin else "off"] = dict(r["burst"], threads=cores)
             if _ints(args.growth):
                 say("memory growth: %s images of %d px DICOM through Appliance.process" % (args.growth, args.growth_size))
                 items = inputs.generate(["dicom"], [args.growth_size], per_combo=2)

@@ -78,6 +78,12 @@ def table(result: Dict[str, Any]) -> str:
             bu = e2e["burst"]
             out.append("  %d files at once: %.2f images/s, arrival of the first to PUBACK of the last "
                        "(segmenter ran on %d)" % (bu["images"], bu["throughput_ips"], bu["segmenter_ran"]))
+    spin = result.get("spinning")
+    if spin:
+        out.append("  ONNX Runtime idle threads spinning, %d films at once at threads=%d: on %.2f images/s, "
+                   "off %.2f images/s (the runtime runs with spinning off)" % (
+                       spin["off"]["images"], spin["off"]["threads"], spin["on"]["throughput_ips"],
+                       spin["off"]["throughput_ips"]))
     gr = result.get("growth") or {}
     if gr.get("checkpoints"):
         out += ["", "memory growth (%s):" % gr["variant"]]

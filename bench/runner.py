@@ -45,11 +45,12 @@ class Variant:
     gate: bool          # skip the segmenter on confident negatives
     classifier: str     # ONNX files of this precision
     segmenter: str
+    spinning: bool = False   # ONNX Runtime's idle intra-op threads spin (the runtime's default: no)
 
     @property
     def name(self) -> str:
-        return "%s/threads=%s/gate=%s" % (self.precision, "all" if self.threads == 0 else self.threads,
-                                          "on" if self.gate else "off")
+        return "%s/threads=%s/gate=%s%s" % (self.precision, "all" if self.threads == 0 else self.threads,
+                                            "on" if self.gate else "off", "/spinning" if self.spinning else "")
 
 
 class RssSampler:
@@ -98,8 +99,12 @@ def build_pipeline(settings: Settings, variant: Variant) -> Pipeline:
     s.models.threads = variant.threads
     s.decision.gate_segmenter = variant.gate
     backend, why = resolve_backend_name(s.models)
-    cls = create_backend(load_manifest(variant.classifier), s.models, backend)
-    seg = create_backend(load_manifest(variant.segmenter), s.models, backend)
+    if backend == "onnxruntime" and variant.spinning:
+        cls, seg = (OnnxRuntimeBackend(load_manifest(p), threads=variant.threads, allow_spinning=True)
+                    for p in (variant.classifier, variant.segmenter))
+    else:
+        cls = create_backend(load_manifest(variant.classifier), s.models, backend)
+        seg = create_backend(load_manifest(variant.segmenter), s.models, backend)
     pipeline = Pipeline(cls, seg, s.decision)
     pipeline.backend_reason = why
     pipeline.warmup(max(1, s.models.warmup))
