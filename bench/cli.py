@@ -25,7 +25,7 @@ from edge.inference.threads import candidates, usable_cores
 log = logging.getLogger(__name__)
 
 QUICK = {"images": 4, "size": 512, "latency_images": 2, "burst": 4, "spin_burst": 2, "baseline_images": 1, "growth": "2,4",
-         "growth_size": 300, "sizes": "512", "repeats": 1, "thread_runs": 3, "peak_n": 512}
+         "growth_size": 300, "sizes": "512", "repeats": 1, "thread_runs": 3, "peak_n": 1024}
 
 
 class BenchError(PneumoEdgeError):
@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thread-runs", type=int, default=15, help="runs per model per thread count (default 15)")
     p.add_argument("--precisions", default="fp32", help="fp32,int8: int8 variants are built here with "
                    "build_engine's CPU path into <out>/int8 (default fp32)")
+    p.add_argument("--calib-dir", help="INT8 calibration/golden images (default: build_engine's, "
+                   "../shared/data/nih-cxr14-subset/images, else generated phantoms)")
     p.add_argument("--threads", default="", help="extra variants' models.threads, e.g. 1,2 (the shipped "
                    "config's value always runs first)")
     p.add_argument("--gate", default="", help="extra variants' gate settings, e.g. off (shipped first)")
@@ -96,7 +98,7 @@ def _host() -> Dict[str, Any]:
             "onnxruntime": ort, "load_average_at_start": load}
 
 
-def build_int8(settings, out_dir: str, notes: List[str]) -> Dict[str, str]:
+def build_int8(settings, out_dir: str, notes: List[str], calib_dir=None) -> Dict[str, str]:
     """CPU INT8 variants of both models, built here (build_engine's CPU path);
     past-tolerance variants are still built, for speed only, and flagged."""
     from build_engine.cpu_variant import build_cpu_int8
@@ -105,7 +107,9 @@ def build_int8(settings, out_dir: str, notes: List[str]) -> Dict[str, str]:
     paths, status = {}, {}
     for role in ("classifier", "segmenter"):
         src = getattr(settings.models, role)
-        rep = build_cpu_int8(src, profile, out_dir=os.path.join(out_dir, "int8"), force=True)
+        rep = build_cpu_int8(src, profile, calib_dir=calib_dir, out_dir=os.path.join(out_dir, "int8"), force=True)
+        if rep.get("warning"):
+            notes.append("INT8 %s: %s" % (role, rep["warning"]))
         paths[role] = rep["variant"]
         status[role] = rep["status"]
         if rep["status"] != "ok":
@@ -152,7 +156,7 @@ def run_bench(args: argparse.Namespace, settings) -> int:
     model_paths = {"fp32": {"classifier": settings.models.classifier, "segmenter": settings.models.segmenter}}
     if "int8" in _words(args.precisions):
         say("building CPU INT8 variants with build_engine (calibration + parity; minutes)")
-        model_paths["int8"] = build_int8(settings, args.out, notes)
+        model_paths["int8"] = build_int8(settings, args.out, notes, args.calib_dir)
     variants = _variants(args, settings, model_paths)
 
     if args.inputs:

@@ -31,14 +31,16 @@ def table(result: Dict[str, Any]) -> str:
     peak = result["peak"]
     out += ["", "machine peak: %.1f GFLOP/s (float32 %dx%d matmul, best of %d)" % (
         peak["gflops"], peak["n"], peak["n"], peak["runs"]), "",
-        "models alone, p50 ms per thread count (best marked *), achieved GFLOP/s at the best:"]
+        "models alone, p50 ms per thread count (best marked *); achieved GFLOP/s from the best run at the best "
+        "count, against the peak's best run (both best-of: contention only adds time):"]
     for precision, sweep in result["thread_sweep"].items():
         for name, m in sweep.items():
             cells = ["%s%s: %.1f" % ("*" if int(t) == m["best_threads"] else " ", t, s["p50"])
                      for t, s in m["by_threads"].items()]
             flops = sum((result["flops"].get(name) or {}).values()) if precision == "fp32" else 0
+            fastest = m["by_threads"][str(m["best_threads"])]["min"]
             gf = "%.1f GFLOP/s = %.0f%% of peak (%.2f GFLOP)" % (
-                flops / m["best_ms"] / 1e6, 100.0 * flops / m["best_ms"] / 1e6 / peak["gflops"], flops / 1e9) \
+                flops / fastest / 1e6, 100.0 * flops / fastest / 1e6 / peak["gflops"], flops / 1e9) \
                 if flops else ""
             out.append("  %-5s %-12s %s   %s" % (precision, name, "  ".join(cells), gf))
     for precision, lim in result["limits"].items():
@@ -77,7 +79,8 @@ def table(result: Dict[str, Any]) -> str:
         if e2e.get("burst"):
             bu = e2e["burst"]
             out.append("  %d files at once: %.2f images/s, arrival of the first to PUBACK of the last "
-                       "(segmenter ran on %d)" % (bu["images"], bu["throughput_ips"], bu["segmenter_ran"]))
+                       "(segmenter ran on %d); models' limit on the same sessions just before: %.2f images/s"
+                       % (bu["images"], bu["throughput_ips"], bu["segmenter_ran"], bu["limit_just_before_ips"]))
     spin = result.get("spinning")
     if spin:
         out.append("  ONNX Runtime idle threads spinning, %d films at once at threads=%d: on %.2f images/s, "

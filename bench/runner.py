@@ -315,6 +315,11 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
             after_settle.append(_ms(sent - arrived) - 1000.0 * settle)
         burst_result = {}
         if burst:
+            # The models' limit right before the burst, on the appliance's own
+            # sessions: the same contention as the burst it is compared with.
+            images = [decode_bytes(it.data, s.decode).pixels for it in items[:2]]
+            limit_now = measure_limit(app.pipeline, images, max(10, min(burst, 20)))
+            del images
             arrivals = drop(burst)
             ids, seg_ran = [], 0
             for _ in range(burst):
@@ -327,7 +332,9 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
             span = last - arrivals[0][1]
             burst_result = {"images": burst, "throughput_ips": stats.throughput(burst, span),
                             "throughput_after_settle_ips": stats.throughput(burst, span - settle),
-                            "segmenter_ran": seg_ran}
+                            "segmenter_ran": seg_ran, "limit_just_before_ips": limit_now["throughput_ips"],
+                            "limit_just_before_segment_ms": limit_now["segment_ms"]["p50"],
+                            "limit_just_before_classify_ms": limit_now["classify_ms"]["p50"]}
     finally:
         app.stop()
     compute = [sum(v for k, v in smp.items() if k in PIPELINE_STAGES) for smp in samples]
