@@ -24,7 +24,8 @@ from edge.inference.threads import candidates, usable_cores
 
 log = logging.getLogger(__name__)
 
-QUICK = {"images": 4, "size": 512, "latency_images": 2, "burst": 4, "spin_burst": 2, "baseline_images": 1, "growth": "2,4",
+QUICK = {"images": 4, "size": 512, "latency_images": 2, "burst": 4, "spin_burst": 2, "baseline_images": 1,
+         "growth": "2,4",
          "growth_size": 300, "sizes": "512", "repeats": 1, "thread_runs": 3, "peak_n": 1024}
 
 
@@ -51,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thread-runs", type=int, default=15, help="runs per model per thread count (default 15)")
     p.add_argument("--precisions", default="fp32", help="fp32,int8: int8 variants are built here with "
                    "build_engine's CPU path into <out>/int8 (default fp32)")
-    p.add_argument("--calib-dir", help="INT8 calibration/golden images (default: build_engine's, "
+    p.add_argument("--calib-dir", help="INT8 calibration images (default: build_engine's, "
                    "../shared/data/nih-cxr14-subset/images, else generated phantoms)")
+    p.add_argument("--golden-dir", help="INT8 parity images (default: build_engine's)")
     p.add_argument("--threads", default="", help="extra variants' models.threads, e.g. 1,2 (the shipped "
                    "config's value always runs first)")
     p.add_argument("--gate", default="", help="extra variants' gate settings, e.g. off (shipped first)")
@@ -69,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="decodes per file in the decode table")
     p.add_argument("--out", default="bench-results", help="where JSON, PNG and work files go")
     p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--peak-n", type=int, default=2048, help=argparse.SUPPRESS)
+    p.add_argument("--peak-n", type=int, default=1024, help=argparse.SUPPRESS)
     return p
 
 
@@ -98,7 +100,7 @@ def _host() -> Dict[str, Any]:
             "onnxruntime": ort, "load_average_at_start": load}
 
 
-def build_int8(settings, out_dir: str, notes: List[str], calib_dir=None) -> Dict[str, str]:
+def build_int8(settings, out_dir: str, notes: List[str], calib_dir=None, golden_dir=None) -> Dict[str, str]:
     """CPU INT8 variants of both models, built here (build_engine's CPU path);
     past-tolerance variants are still built, for speed only, and flagged."""
     from build_engine.cpu_variant import build_cpu_int8
@@ -107,7 +109,8 @@ def build_int8(settings, out_dir: str, notes: List[str], calib_dir=None) -> Dict
     paths, status = {}, {}
     for role in ("classifier", "segmenter"):
         src = getattr(settings.models, role)
-        rep = build_cpu_int8(src, profile, calib_dir=calib_dir, out_dir=os.path.join(out_dir, "int8"), force=True)
+        rep = build_cpu_int8(src, profile, calib_dir=calib_dir, golden_dir=golden_dir,
+                             out_dir=os.path.join(out_dir, "int8"), force=True)
         if rep.get("warning"):
             notes.append("INT8 %s: %s" % (role, rep["warning"]))
         paths[role] = rep["variant"]
@@ -156,7 +159,7 @@ def run_bench(args: argparse.Namespace, settings) -> int:
     model_paths = {"fp32": {"classifier": settings.models.classifier, "segmenter": settings.models.segmenter}}
     if "int8" in _words(args.precisions):
         say("building CPU INT8 variants with build_engine (calibration + parity; minutes)")
-        model_paths["int8"] = build_int8(settings, args.out, notes, args.calib_dir)
+        model_paths["int8"] = build_int8(settings, args.out, notes, args.calib_dir, args.golden_dir)
     variants = _variants(args, settings, model_paths)
 
     if args.inputs:
@@ -241,7 +244,8 @@ def run_bench(args: argparse.Namespace, settings) -> int:
                                                  0, args.spin_burst)
                     result["spinning"]["on" if spin else "off"] = dict(r["burst"], threads=cores)
             if _ints(args.growth):
-                say("memory growth: %s images of %d px DICOM through Appliance.process" % (args.growth, args.growth_size))
+                say("memory growth: %s images of %d px DICOM through Appliance.process"
+                    % (args.growth, args.growth_size))
                 items = inputs.generate(["dicom"], [args.growth_size], per_combo=2)
                 result["growth"] = runner.measure_growth(
                     settings, variants[0], items, os.path.join(work, "growth"), broker.port, _ints(args.growth),

@@ -391,19 +391,5 @@ def measure_growth(settings: Settings, variant: Variant, items: Sequence[BenchIn
     return {"variant": variant.name, "checkpoints": rows}
 
 
-def measure_sizes(pipeline: Pipeline, settings: Settings, items: Sequence[BenchInput], repeats: int,
-                  workdir: str) -> List[Dict[str, Any]]:
-    """Per (kind, size): read + decode + pipeline latency, sequential."""
-    rows = []
-    for item in items:
-        paths = _write_files(os.path.join(workdir, item.name), [item], repeats, 0)
-        r = measure_pipeline(pipeline, settings, paths)
-        rows.append({"kind": item.kind, "size": item.height, "file_mb": len(item.data) / 2 ** 20,
-                     "per_image_ms": r["per_image_ms"],
-                     "decode_ms": r["stages"].get("decode_ms", {}), "preprocess_ms": r["stages"].get("preprocess_ms", {})})
-        shutil.rmtree(os.path.join(workdir, item.name), ignore_errors=True)
-    return rows
-
-
 def write_inputs(directory: str, items: Sequence[BenchInput], count: int) -> List[str]:
     return _write_files(directory, items, count, 0)
