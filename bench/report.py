@@ -61,8 +61,9 @@ def table(result: Dict[str, Any]) -> str:
         nets = "; ".join("%s from %s (FLOPs %s)" % (n["model"], n["config"], "equal" if n["flops_gap"] == 0
                                                     else "differ by %.1f%%" % (100 * n["flops_gap"]))
                          for n in b["networks"])
+        threads = "torch %d threads (best of %s)" % (b["torch_threads"], "/".join(b["by_threads"]))
         out.append("%-30s %-34s %11s %11.2f   pydicom + PIL + torch eager: %s" % (
-            "naive baseline", "torch %d threads" % b["torch_threads"], "", b["throughput_ips"], nets))
+            "naive baseline", threads, "", b["throughput_ips"], nets))
     elif b:
         out.append("naive baseline: skipped (%s)" % b.get("skipped"))
     out += ["", "per stage, %s, in process:" % main["name"]] + _stage_rows(main["pipeline"]["stages"])
