@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-runtime
 MSTAMP  := $(VENV)/.installed-models
 PIP     := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto chromium clean fuzz
+.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto openjpeg chromium clean fuzz
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -33,6 +33,20 @@ mosquitto:
 	  echo "mosquitto (the MQTT broker) is needed: install it with 'sudo apt-get install mosquitto'" >&2; exit 1; \
 	fi
 
+# libopenjp2 for glymur's reduced-resolution JPEG 2000 decoding (edge/decode/j2k.py);
+# without it the runtime decodes JPEG 2000 at full size and logs that once.
+openjpeg:
+	@if ldconfig -p 2>/dev/null | grep -q libopenjp2; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing libopenjp2-7 (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenjp2-7 >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenjp2-7 >/dev/null; \
+	else \
+	  echo "note: libopenjp2 missing (sudo apt-get install libopenjp2-7): JPEG 2000 decodes at full size" >&2; \
+	fi
+
 # Debian's Chromium for the display's browser tests (Playwright drives it; nothing
 # is downloaded by Playwright itself). Without it those tests skip.
 chromium:
@@ -49,10 +63,10 @@ chromium:
 
 # The appliance on its embedded defaults: bundled models on ONNX Runtime, a local
 # mosquitto on 127.0.0.1:1883 (started if none is listening), ./capture, ./state.
-run: venv mosquitto
+run: venv mosquitto openjpeg
 	$(BIN)/pneumo-edge run --config config/edge.yaml --start-broker --with-display
 
-test: venv-models mosquitto chromium
+test: venv-models mosquitto chromium openjpeg
 	$(BIN)/vermin -t=3.8- --no-tips --violations --eval-annotations edge build_engine
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-floor
@@ -66,7 +80,7 @@ FSTAMP     := $(FLOOR)/.installed
 RUNTIME_TESTS := tests/test_decode*.py tests/test_capture_*.py tests/test_config.py \
 	tests/test_logsetup.py tests/test_postprocess.py tests/test_pipeline.py tests/test_alerts_*.py \
 	tests/test_appliance.py tests/test_engine_sidecar.py tests/test_buffers.py tests/test_doctor.py \
-	tests/test_cli.py tests/test_localbroker.py tests/test_web_*.py tests/test_attacks_*.py
+	tests/test_cli.py tests/test_localbroker.py tests/test_web_*.py tests/test_attacks_*.py tests/test_inference_threads.py
 # edge reads device profiles too (engine precision); one copy of each test helper module.
 RUNTIME_TESTS += tests/test_build_engine_profiles.py tests/test_helpers_import.py
 venv-floor: $(FSTAMP)
@@ -76,9 +90,9 @@ $(FSTAMP): requirements/floor-py38.txt
 	  pytest onnx==1.14.1 psutil
 	@touch $@
 
-test-floor: venv-floor mosquitto
+test-floor: venv-floor mosquitto openjpeg
 	@echo "runtime tests on the dependency floor:"; $(FLOOR)/bin/python -m pip list 2>/dev/null | \
-	  grep -iE '^(numpy|pydicom|opencv-python-headless|paho-mqtt|onnxruntime|pylibjpeg.*|PyYAML) '
+	  grep -iE '^(numpy|pydicom|opencv-python-headless|paho-mqtt|onnxruntime|pylibjpeg.*|PyYAML|glymur) '
 	PYTHONPATH=$(CURDIR) $(FLOOR)/bin/python -m pytest -q -p no:cacheprovider $(RUNTIME_TESTS)
 
 # Without torch: the runtime's own tests only.
@@ -93,8 +107,9 @@ fuzz: venv
 	$(PIP) install -e ".[fuzz]"
 	PYTHONPATH=$(CURDIR) $(BIN)/python tests/fuzz_decode.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
 
-bench: venv mosquitto
-	$(BIN)/pneumo-edge bench --config config/edge.yaml
+# The developer's bench (bench/): needs torch for the naive baseline, hence venv-models.
+bench: venv-models mosquitto openjpeg
+	$(BIN)/python -m bench --config config/edge.yaml
 
 clean:
 	rm -rf $(VENV) $(FLOOR) capture state bench-results .pytest_cache

@@ -24,7 +24,7 @@ RUN python3 -m pip install --no-cache-dir "pip<24.1" wheel "numpy==1.24.4" \
 FROM ${L4T_TRT_RUNTIME}
 ENV DEBIAN_FRONTEND=noninteractive PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        python3 python3-pip python3-libnvinfer libgl1 libglib2.0-0 ca-certificates \
+        python3 python3-pip python3-libnvinfer libgl1 libglib2.0-0 ca-certificates libopenjp2-7 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=pycuda /wheels /wheels
 # Versions that exist for Python 3.8 on aarch64 (pydicom 3 needs 3.10; numpy 1.24 is the last for 3.8;
@@ -33,7 +33,7 @@ RUN python3 -m pip install --no-cache-dir "pip<24.1" \
     && python3 -m pip install --no-cache-dir /wheels/pycuda-*.whl \
         "numpy==1.24.4" "opencv-python-headless==4.8.1.78" "pydicom==2.4.4" "pylibjpeg==1.4.0" \
         "pylibjpeg-openjpeg==2.0.0" "pylibjpeg-libjpeg==2.0.0" "paho-mqtt==2.1.0" "PyYAML==6.0.1" \
-        "onnx==1.14.1" "onnxruntime==1.16.3" \
+        "onnx==1.14.1" "onnxruntime==1.16.3" "glymur==0.13.6" \
     && rm -rf /wheels
 
 RUN groupadd --system pneumo-edge && useradd --system --gid pneumo-edge --groups video \

@@ -50,6 +50,7 @@ from edge.errors import CorruptImage, DecodeError, NotAnImage, PneumoEdgeError
 from edge.inference.manifest import load_manifest
 from edge.inference.registry import create_backend, resolve_backend_name
 from edge.pipeline import Pipeline, Prepared
+from edge.resolution import decode_side
 from edge.signals import stop_on_signals
 from edge.settings import Settings
 from edge.store import Store, one_line
@@ -122,6 +123,8 @@ class Appliance:
         self.acks = Acks(self.store, self.outbox, self.topics, settings.alerts.escalate_after_s)
         self.publisher.on_ack = self.acks.receive
         self.outcomes = queue.Queue()  # type: queue.Queue
+        self._decode_side = decode_side(self.pipeline.input_sides, settings.alerts.overlay_max_side
+                                        if settings.mqtt.publish_overlay else 0)
         self._report_store_health()
 
     def _report_store_health(self) -> None:
@@ -164,6 +167,7 @@ class Appliance:
             "acks": self.acks.status(),
             "disk": self.disk.status(),
             "waiting_retry": len(self._retries),
+            "inference_threads": self.pipeline.thread_report(),
         }
 
     # -- lifecycle ------------------------------------------------------
@@ -439,7 +443,7 @@ class Appliance:
         try:
             data = claimed.read()
             t1 = time.perf_counter()
-            image = decode_bytes(data, self.settings.decode, name=claimed.label)
+            image = decode_bytes(data, self.settings.decode, name=claimed.label, min_side=self._decode_side)
         except FileNotFoundError:
             return Outcome(claimed.label, "vanished")
         except DecodeError as exc:

@@ -1,4 +1,4 @@
-"""`pneumo-edge` command line: run | alerts | check-config | process | doctor | bench."""
+"""`pneumo-edge` command line: run | alerts | check-config | process | doctor."""
 import argparse
 import json
 import logging
@@ -221,11 +221,6 @@ def cmd_doctor(args) -> int:
     return run_doctor(_settings(args), sys.stdout)
 
 
-def cmd_bench(args) -> int:
-    from edge.bench.cli import run_bench
-    return run_bench(args, _settings(args))
-
-
 def _command(sub, name: str, help: str, func, flags: Optional[Sequence[str]] = ALL_FLAGS
              ) -> argparse.ArgumentParser:
     """One subcommand: its help, the exit codes, and the override flags it uses (None: no config flags)."""
@@ -271,15 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     _command(sub, "doctor", "check GPU, TensorRT, engines, broker, folders, disk and parity", cmd_doctor)
     _add_display_parser(sub)
 
-    try:
-        from edge.bench.cli import add_bench_arguments
-    except ImportError:
-        add_bench_arguments = None
-    if add_bench_arguments is not None:
-        p = sub.add_parser("bench", help="throughput and latency per stage and end to end")
-        _add_config_flags(p)
-        add_bench_arguments(p)
-        p.set_defaults(func=cmd_bench)
     return parser
 
 

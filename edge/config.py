@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from edge.errors import ConfigError
+from edge.inference.threads import parse as parse_threads
 from edge.settings import Settings
 from edge.strict_yaml import Walker, Where, compose_file, resolve_path, set_dotted
 
@@ -61,9 +62,17 @@ def _profile_name(value: str) -> Optional[str]:
     return None
 
 
+def _threads(value: Any) -> Optional[str]:
+    try:
+        parse_threads(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 # The checks a settings field names with metadata={"format": ...}.
 FORMATS = {"topic_level": _topic_level, "topic_prefix": _topic_prefix,
-           "profile_name": _profile_name}
+           "profile_name": _profile_name, "threads": _threads}
 
 
 def load_config(path: Optional[str] = None,
@@ -230,7 +239,7 @@ def describe(settings: Settings) -> str:
         % (c.dir, c.watch, c.poll_interval_s, c.settle_s, c.on_success),
         "state:       %s" % s.state_dir,
         "models:      backend %s, threads %s, warm-up %d"
-        % (s.models.backend, s.models.threads or "all cores", s.models.warmup),
+        % (s.models.backend, "all cores" if s.models.threads == 0 else s.models.threads, s.models.warmup),
         "  classifier: %s" % s.models.classifier,
         "  segmenter:  %s" % s.models.segmenter,
     ]

@@ -1,14 +1,11 @@
 """One Image -> Result. No folders, no MQTT: easy to test and to benchmark.
 
-`run` = `infer(prepare(image))`. The split lets a caller overlap the CPU
-work around the models (decode, resize, normalise) with inference: a
-Prefetcher thread prepares the next image while the models run this one.
+`run` = `infer(prepare(image))`. The split lets the appliance (edge/app.py)
+prepare the next image on its intake thread while the models run this one.
 """
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -16,6 +13,7 @@ from edge.inference.backend import Backend
 from edge.postprocess import (Thresholds, classifier_probability, make_finding, resolve_thresholds,
                               segmenter_probability, skip_segmenter)
 from edge.preprocess import preprocess
+from edge.resolution import to_original
 from edge.settings import DecisionSettings
 from edge.types import Geometry, Image, Result
 
@@ -29,6 +27,12 @@ class Prepared:
     seg_in: Optional[np.ndarray] = None
     seg_geo: Optional[Geometry] = None
     timings_ms: Dict[str, float] = field(default_factory=dict)
+
+
+def _model_input(image: Image, backend: Backend) -> Tuple[np.ndarray, Geometry]:
+    """The model's tensor, with its Geometry against the original film's size."""
+    tensor, geo = preprocess(image.pixels, backend.manifest.preprocessing)
+    return tensor, to_original(geo, image.original_hw)
 
 
 class Pipeline:
@@ -49,12 +53,12 @@ class Pipeline:
         segmenter's to `infer`, which then makes it only if the gate opens
         (the right choice when nothing runs alongside)."""
         t0 = time.perf_counter()
-        cls_in, cls_geo = preprocess(image.pixels, self.classifier.manifest.preprocessing)
+        cls_in, cls_geo = _model_input(image, self.classifier)
         prepared = Prepared(image, cls_in, cls_geo)
         if self._same_input:
             prepared.seg_in, prepared.seg_geo = cls_in, cls_geo
         elif segmenter_input:
-            prepared.seg_in, prepared.seg_geo = preprocess(image.pixels, self.segmenter.manifest.preprocessing)
+            prepared.seg_in, prepared.seg_geo = _model_input(image, self.segmenter)
         prepared.timings_ms["preprocess_ms"] = (time.perf_counter() - t0) * 1000.0
         return prepared
 
@@ -73,8 +77,7 @@ class Pipeline:
         if not skip_segmenter(probability, th):
             t3 = clock()
             if prepared.seg_in is None:
-                prepared.seg_in, prepared.seg_geo = preprocess(prepared.image.pixels,
-                                                               self.segmenter.manifest.preprocessing)
+                prepared.seg_in, prepared.seg_geo = _model_input(prepared.image, self.segmenter)
             seg_in, geo = prepared.seg_in, prepared.seg_geo
             t4 = clock()
             seg_prob = segmenter_probability(self.segmenter.run(seg_in), self.segmenter.manifest)
@@ -93,73 +96,19 @@ class Pipeline:
     def run(self, image: Image, thresholds: Optional[Thresholds] = None) -> Result:
         return self.infer(self.prepare(image, segmenter_input=False), thresholds)
 
+    @property
+    def input_sides(self) -> Tuple[int, ...]:
+        """Every model input's height and width (what a reduced decode must not go below)."""
+        return tuple(int(v) for b in (self.classifier, self.segmenter) for v in b.manifest.preprocessing.size)
+
+    def thread_report(self) -> Dict[str, Dict[str, Any]]:
+        """Per model: CPU intra-op threads in use and how they were chosen (CPU backends only)."""
+        return {b.manifest.name: b.threads.as_dict() for b in (self.classifier, self.segmenter)
+                if b.threads is not None}
+
     def warmup(self, iterations: int = 2) -> Dict[str, Dict[str, float]]:
         return {b.manifest.name: b.warmup(iterations) for b in (self.classifier, self.segmenter)}
 
     def close(self) -> None:
         self.classifier.close()
         self.segmenter.close()
-
-
-_END = object()
-
-
-class Prefetcher:
-    """Runs `load(item)` for each item on one background thread, at most
-    `depth` results ahead; iterate to get (item, result) in order. An
-    exception from `load` is re-raised at that item's turn, as
-    (item, exception) when `errors="yield"`. Leaving the `with` block early
-    stops the thread after the item it is loading."""
-
-    def __init__(self, load: Callable[[Any], Any], items: Iterable[Any], depth: int = 2,
-                 errors: str = "raise"):
-        self._load = load
-        self._items = items
-        self._errors = errors
-        self._queue = queue.Queue(maxsize=max(1, depth))  # type: queue.Queue
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="prefetch", daemon=True)
-
-    def __enter__(self) -> "Prefetcher":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._queue.get(timeout=0.05)   # unblock a put()
-            except queue.Empty:
-                pass
-        self._thread.join()
-
-    def __iter__(self) -> Iterator[Tuple[Any, Any]]:
-        while True:
-            entry = self._queue.get()
-            if entry is _END:
-                return
-            item, ok, value = entry
-            if not ok and self._errors == "raise":
-                raise value
-            yield item, value
-
-    def _put(self, entry: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _work(self) -> None:
-        for item in self._items:
-            if self._stop.is_set():
-                return
-            try:
-                entry = (item, True, self._load(item))
-            except Exception as exc:  # handed to the consumer, in order
-                entry = (item, False, exc)
-            if not self._put(entry):
-                return
-        self._put(_END)

@@ -10,7 +10,7 @@ checked as each value is read so the error names its line. Rules that span
 several keys are in config._Validator.
 """
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from edge.logsetup import LEVELS as LOG_LEVELS
 
@@ -45,6 +45,9 @@ class DecodeSettings:
     max_side: int = field(default=8192, metadata=_POSITIVE)
     max_pixels: int = field(default=40_000_000, metadata=_POSITIVE)   # checked before allocating; 6000x6000 = 36 M
     max_file_mb: float = field(default=512.0, metadata=_POSITIVE)
+    # JPEG 2000: decode the smallest resolution level still >= the models' input and the
+    # overlay (measurements stay in original pixels); false = always full size.
+    reduced_resolution: bool = True
 
 
 @dataclass
@@ -52,9 +55,9 @@ class ModelSettings:
     classifier: str = field(default="models/classifier/classifier.onnx", metadata=_PATH)   # manifest: the .json beside
     segmenter: str = field(default="models/segmenter/segmenter.onnx", metadata=_PATH)
     backend: str = field(default="onnxruntime", metadata={"choices": BACKENDS})
-    # ONNX Runtime intra-op threads; 0 = all cores. 1 leaves a core to decode the next
-    # image: on 2 cores `pneumo-edge bench` measured 91 % of the models' limit vs 79 % with 0.
-    threads: int = field(default=1, metadata={"ge": 0})
+    # ONNX Runtime intra-op threads: "auto" times each model at start-up over 1, 2, 4 ..
+    # cores and keeps the fastest (edge/inference/threads.py); an integer fixes it, 0 = all cores.
+    threads: Any = field(default="auto", metadata={"format": "threads"})
     engine_dir: str = field(default="engines", metadata=_PATH)   # TensorRT engines + sidecars
     device_profile: str = field(default="xavier_nx", metadata={"format": "profile_name"})   # config/devices/<name>.yaml
     warmup: int = field(default=2, metadata={"ge": 0})

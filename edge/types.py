@@ -30,14 +30,18 @@ class Image:
     photometric: Optional[str] = None       # as stored, before inversion
     bits_stored: Optional[int] = None
     transfer_syntax: Optional[str] = None   # UID name, DICOM only
+    # The film's size when `pixels` were decoded at a reduced resolution (JPEG 2000
+    # levels); None = pixels are full size. Findings are always in original pixels.
+    original_hw: Optional[Tuple[int, int]] = None
 
     @property
     def height(self) -> int:
-        return int(self.pixels.shape[0])
+        """The original image's height (what Finding coordinates refer to)."""
+        return int(self.original_hw[0] if self.original_hw else self.pixels.shape[0])
 
     @property
     def width(self) -> int:
-        return int(self.pixels.shape[1])
+        return int(self.original_hw[1] if self.original_hw else self.pixels.shape[1])
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,16 @@
-"""A tiny end-to-end bench run: tiny models, a handful of generated images,
-the real appliance and a real mosquitto. Checks what is written, never how fast."""
+"""`python -m bench --quick` on tiny models: the real appliance, a real
+mosquitto, generated films. Checks what is written, never how fast."""
 import json
-import os
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-from edge.bench import inputs
-from edge.cli import build_parser
+from bench import inputs
+from bench.cli import parse_args, run_bench
+from bench.flops import onnx_flops
+from bench.goals import limits
 from edge.decode import decode_bytes
 from edge.settings import Settings
 from tests.mosquitto import SKIP_REASON, mosquitto_binary
@@ -14,8 +18,7 @@ from tests.tiny_models import write_tiny_models
 
 
 def test_generated_inputs_decode_and_unique_copies_differ_but_decode_alike():
-    notes = []
-    items = inputs.generate(["dicom", "png"], [300], notes=notes)
+    items = inputs.generate(["dicom", "png"], [300], notes=[])
     assert [i.kind for i in items] == ["dicom", "png"]
     for item in items:
         a, b = inputs.unique_bytes(item, 1), inputs.unique_bytes(item, 2)
@@ -23,11 +26,38 @@ def test_generated_inputs_decode_and_unique_copies_differ_but_decode_alike():
         ia, ib = decode_bytes(a), decode_bytes(b)
         assert ia.pixels.shape == (300, 300)
         assert (ia.pixels == ib.pixels).all()
-    dicom = decode_bytes(inputs.unique_bytes(items[0], 7))
-    assert dicom.sop_instance_uid.endswith("900000000007")
+    assert decode_bytes(inputs.unique_bytes(items[0], 7)).sop_instance_uid.endswith("900000000007")
 
 
-def test_bench_writes_table_json_and_plot(tmp_path, capsys):
+def test_onnx_flops_count_conv_and_gemm_exactly(tmp_path):
+    # Conv 3x3, 1 -> 4 channels, 8x8 output; then Gemm 256 -> 2.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    w = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
+    g = numpy_helper.from_array(np.ones((256, 2), np.float32), "g")
+    shape = numpy_helper.from_array(np.array([1, 256], np.int64), "shape")
+    graph = helper.make_graph([
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c", "shape"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "g"], ["y"])], "t", [x], [y], [w, g, shape])
+    path = str(tmp_path / "m.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    counted = onnx_flops(path)
+    assert counted["Conv"] == 2 * 9 * 4 * 8 * 8
+    assert counted["Gemm"] == 2 * 256 * 2
+
+
+def test_limit_is_each_model_at_its_best_thread_count_and_follows_the_gate_mix():
+    sweep = {"fp32": {
+        "c": {"task": "classification", "best_threads": 1, "best_ms": 10.0},
+        "s": {"task": "segmentation", "best_threads": 2, "best_ms": 40.0}}}
+    lim = limits({"thread_sweep": sweep, "end_to_end": {"burst": {"images": 4, "segmenter_ran": 2}}})["fp32"]
+    assert lim["best_ips"] == pytest.approx(20.0)          # 1000 / (10 + 40)
+    assert lim["mix_ips"] == pytest.approx(1000.0 / 30.0)  # the segmenter ran on half
+    assert lim["threads"] == {"classifier": 1, "segmenter": 2}
+
+
+def test_quick_bench_writes_table_json_and_plot(tmp_path, capsys):
     if mosquitto_binary() is None:
         pytest.skip(SKIP_REASON)
     cls, seg = write_tiny_models(str(tmp_path / "models"))
@@ -35,36 +65,32 @@ def test_bench_writes_table_json_and_plot(tmp_path, capsys):
     settings.models.classifier, settings.models.segmenter = cls, seg
     settings.capture.settle_s = 0.1
     out = tmp_path / "results"
-    args = build_parser().parse_args([
-        "bench", "--images", "5", "--size", "300", "--latency-images", "2", "--burst", "2",
-        "--baseline-images", "0", "--growth", "2,4", "--sizes", "300", "--kinds", "dicom,png",
-        "--repeats", "1", "--gate", "off,on", "--out", str(out)])
-    from edge.bench.cli import run_bench
+    args = parse_args(["--quick", "--baseline-images", "0", "--samples", "", "--threads", "1",
+                       "--out", str(out)])
+    assert args.images == 4 and args.burst == 4          # --quick's defaults ...
+    assert args.baseline_images == 0                      # ... but explicit flags win
     assert run_bench(args, settings) == 0
 
     printed = capsys.readouterr().out
-    assert "throughput (images/s)" in printed and "goals:" in printed
-    # the variant names follow the configured thread count (default 1)
-    assert "fp32/threads=1/gate=off" in printed and "fp32/threads=1/gate=on" in printed
+    assert "machine peak:" in printed and "goals (one run" in printed
+    assert "fp32/threads=auto/gate=on" in printed and "fp32/threads=1/gate=on" in printed
     (json_path,) = out.glob("bench-*.json")
     result = json.loads(json_path.read_text())
-    for key in ("schema", "created", "host", "models", "options", "notes", "variants", "baseline",
-                "end_to_end", "growth", "sizes", "goals", "peak_rss_mb"):
-        assert key in result, key
-    assert result["models"]["source"] == "configured"
     main = result["variants"][0]
-    assert main["limit"]["images"] == 5
-    assert set(main["pipeline"]["sequential"]["stages"]) == {
-        "read_ms", "decode_ms", "preprocess_ms", "classify_ms", "segment_ms", "postprocess_ms"}
-    one = result["end_to_end"]["one_at_a_time"]
-    assert one["images"] == 2 and one["arrival_to_puback_ms"]["n"] == 2
-    assert {"overlay_ms", "outbox_ms", "publish_ms"} <= set(one["stages"])
-    assert result["end_to_end"]["burst"]["images"] == 2
+    assert main["threads_chosen"]["tiny-classifier"]["how"] == "calibrated"
+    assert result["variants"][1]["threads_chosen"]["tiny-segmenter"] == {"threads": 1, "how": "configured"}
+    assert set(result["thread_sweep"]["fp32"]) == {"tiny-classifier", "tiny-segmenter"}
+    assert result["flops"]["tiny-segmenter"]["Conv"] == 2 * 64 * 64     # 1x1 conv, 1 channel, 64x64
+    assert main["limit"]["images"] == 4 and main["pipeline_gate_off"]["segmenter_ran"] == 4
+    e2e = result["end_to_end"]
+    assert e2e["one_at_a_time"]["arrival_to_puback_ms"]["n"] == 2 and e2e["burst"]["images"] == 4
+    assert set(result["spinning"]) == {"on", "off"} and result["spinning"]["on"]["images"] == 2
+    assert "tiny-segmenter" in e2e["inference_threads"]
     assert [r["images"] for r in result["growth"]["checkpoints"]] == [2, 4]
-    assert [(r["kind"], r["size"]) for r in result["sizes"]] == [("dicom", 300), ("png", 300)]
     assert result["baseline"] == {"skipped": "--baseline-images 0"}
-    assert [g["name"] for g in result["goals"]][0].startswith("pipeline / models' limit")
-    assert len(result["goals"]) == 4
+    names = [g["name"] for g in result["goals"]]
+    assert names[0].startswith("appliance, 4 films dropped at once")
+    assert any(n.startswith("file-to-PUBACK p95") for n in names)
     (png,) = out.glob("bench-*.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob("work-*"))        # work files cleaned up

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from edge.bench import stats
+from bench import stats
 
 
 def test_percentiles_interpolate_between_ranks_like_numpy():
@@ -49,9 +49,3 @@ def test_stage_table_leaves_out_stages_a_sample_lacks():
     assert table["decode_ms"]["p50"] == 20.0 and table["decode_ms"]["n"] == 3
     assert table["segment_ms"]["n"] == 1
     assert "overlay_ms" not in table
-
-
-def test_memory_growth_ratio():
-    mem = {100: 400.0, 1000: 410.0, 10000: 440.0}
-    assert stats.growth_ratio(mem, 1000, 10000) == pytest.approx(440.0 / 410.0)
-    assert stats.growth_ratio(mem, 1000, 50000) is None

@@ -249,7 +249,7 @@ def test_a_section_left_empty_keeps_its_defaults(tmp_path):
      "must be between 0 and 1"),
     ("capture:\n  settle_s: 0\n", "capture.settle_s", "must be greater than 0"),
     ("mqtt:\n  reconnect_min_s: -1\n", "mqtt.reconnect_min_s", "must be greater than 0"),
-    ("models:\n  threads: -1\n", "models.threads", "must be 0 or more"),
+    ("models:\n  threads: -1\n", "models.threads", "'auto' or an integer >= 0"),
     ("site: ''\n", "site", "must not be empty"),
     ("site: ward/4\n", "site", "may not contain '+', '#', '/' or spaces"),
     ("device: 'cart #1'\n", "device", "may not contain"),
@@ -403,7 +403,7 @@ def _outside(meta):
         return meta["le"] + 1
     if meta.get("nonempty"):
         return " "
-    return {"topic_level": "a/b", "topic_prefix": "a//b", "profile_name": "../x"}[meta["format"]]
+    return {"topic_level": "a/b", "topic_prefix": "a//b", "profile_name": "../x", "threads": "many"}[meta["format"]]
 
 
 LIMITED = [(key, f) for key, f in _declared() if f.metadata]

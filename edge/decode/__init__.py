@@ -28,12 +28,15 @@ __all__ = ["sniff_format", "decode_bytes", "decode_file", "DecodeError"]
 log = logging.getLogger(__name__)
 
 
-def decode_bytes(data: bytes, settings: Optional[DecodeSettings] = None, name: str = "") -> Image:
+def decode_bytes(data: bytes, settings: Optional[DecodeSettings] = None, name: str = "",
+                 min_side: int = 0) -> Image:
     """Decode one file's content; `name` is for the caller's logs only (the
-    extension is never trusted). Raises only DecodeError subclasses."""
+    extension is never trusted). Raises only DecodeError subclasses.
+    min_side > 0 allows a reduced-resolution decode whose shorter side is
+    still >= min_side (JPEG 2000 only; the Image then records its original size)."""
     settings = settings or DecodeSettings()
     try:
-        return _decode(data, settings)
+        return _decode(data, settings, min_side)
     except DecodeError:
         raise
     except MemoryError:
@@ -47,13 +50,13 @@ def decode_bytes(data: bytes, settings: Optional[DecodeSettings] = None, name: s
                            % type(exc).__name__)
 
 
-def _decode(data: bytes, settings: DecodeSettings) -> Image:
+def _decode(data: bytes, settings: DecodeSettings, min_side: int) -> Image:
     check_file_size(len(data), settings)
     if not data:
         raise NotAnImage("file is empty (0 bytes)")
     fmt = sniff_format(data)
     if fmt == "dicom":
-        return decode_dicom(data, settings)
+        return decode_dicom(data, settings, min_side)
     if fmt in ("png", "jpeg"):
         return decode_raster(data, fmt, settings)
     if looks_like_text(data):

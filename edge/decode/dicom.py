@@ -23,6 +23,7 @@ from edge.errors import CorruptImage, MissingDecoder, NotAnImage, UnsupportedIma
 from edge.settings import DecodeSettings
 from edge.types import Image
 
+from .j2k import decode_reduced
 from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
                      check_modality, check_view, code_string, first_value)
 
@@ -57,7 +58,9 @@ def install_hint(transfer_syntax: str) -> str:
             "JPEG lossless or JPEG 2000")
 
 
-def decode_dicom(data: bytes, settings: DecodeSettings) -> Image:
+def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Image:
+    """min_side > 0: a JPEG 2000 film may be decoded at a reduced resolution
+    level whose shorter side is still >= min_side (edge/decode/j2k.py)."""
     header, fp = _read(data, stop_before_pixels=True)
     pixels_follow = fp.tell() < len(fp.getbuffer())
     ts = _transfer_syntax(header)
@@ -71,7 +74,11 @@ def decode_dicom(data: bytes, settings: DecodeSettings) -> Image:
                            "(file truncated or damaged)" % (int(header.Columns), int(header.Rows)))
     if ts in _NATIVE:
         _check_native_length(ds)
-    raw = _pixel_array(ds, ts)
+    raw = None
+    if min_side and settings.reduced_resolution and ts in _JPEG_2000:
+        raw = decode_reduced(ds, min_side)     # None: not possible here, decode at full size
+    if raw is None:
+        raw = _pixel_array(ds, ts)
     if raw.ndim != 2:
         raise UnsupportedImage("DICOM pixel data has shape %s; expected one grey frame"
                                % (raw.shape,))
@@ -91,6 +98,7 @@ def decode_dicom(data: bytes, settings: DecodeSettings) -> Image:
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored") or 0) or None,
         transfer_syntax=UID(ts).name,
+        original_hw=(int(ds.Rows), int(ds.Columns)) if raw.shape != (int(ds.Rows), int(ds.Columns)) else None,
     )
 
 

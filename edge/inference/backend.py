@@ -8,16 +8,18 @@ manifest's output_kind).
 """
 import abc
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
 from edge.inference.manifest import ModelManifest
+from edge.inference.threads import ThreadChoice
 from edge.types import ModelInfo
 
 
 class Backend(abc.ABC):
     name = "base"
+    threads = None  # type: Optional[ThreadChoice]   # CPU backends: intra-op threads and why
 
     def __init__(self, manifest: ModelManifest):
         self.manifest = manifest

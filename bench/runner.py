@@ -2,13 +2,14 @@
 
 Reference points come from the same run as the figures they judge:
 - limit: the models alone, back to back, on tensors preprocessed beforehand;
-- baseline: the naive way (pydicom/PIL decode + PyTorch eager forward);
-- pipeline: read + decode + preprocess + models + postprocess, in process,
-  sequential and with decoding overlapped with inference (Prefetcher);
+- limit per thread count: each model alone at 1, 2, 4 .. cores threads;
+- pipeline: read + decode + preprocess + models + postprocess, in process, sequential;
 - end to end: a real Appliance on a real capture folder with a real
-  mosquitto; file-arrival-to-PUBACK per file, PUBACK = outbox `sent_at`.
+  mosquitto (its intake thread overlaps decoding with inference);
+  file-arrival-to-PUBACK per file, PUBACK = outbox `sent_at`.
 """
 import copy
+import dataclasses
 import logging
 import os
 import shutil
@@ -20,13 +21,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge.bench import stats
-from edge.bench.inputs import BenchInput, unique_bytes
+from bench import stats
+from bench.inputs import BenchInput, unique_bytes
 from edge.decode import decode_bytes
 from edge.inference.manifest import load_manifest
+from edge.inference.onnxruntime import OnnxRuntimeBackend
 from edge.inference.registry import create_backend, resolve_backend_name
-from edge.pipeline import Pipeline, Prefetcher
+from edge.pipeline import Pipeline
 from edge.preprocess import preprocess
+from edge.resolution import decode_side
 from edge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,13 +40,17 @@ APPLIANCE_STAGES = ("claim_ms",) + PIPELINE_STAGES + ("overlay_ms", "outbox_ms",
 
 @dataclass(frozen=True)
 class Variant:
-    precision: str      # fp32 | int8 (ONNX Runtime variants beside the models)
-    threads: int        # ONNX Runtime intra-op threads (0 = all cores)
+    precision: str      # fp32 | int8 (ONNX Runtime)
+    threads: Any        # models.threads: "auto" or an int (0 = all cores)
     gate: bool          # skip the segmenter on confident negatives
+    classifier: str     # ONNX files of this precision
+    segmenter: str
+    spinning: bool = False   # ONNX Runtime's idle intra-op threads spin (the runtime's default: no)
 
     @property
     def name(self) -> str:
-        return "%s/threads=%s/gate=%s" % (self.precision, self.threads or "all", "on" if self.gate else "off")
+        return "%s/threads=%s/gate=%s%s" % (self.precision, "all" if self.threads == 0 else self.threads,
+                                            "on" if self.gate else "off", "/spinning" if self.spinning else "")
 
 
 class RssSampler:
@@ -87,22 +94,17 @@ class RssSampler:
             self.sample()
 
 
-def model_paths(settings: Settings, precision: str) -> Tuple[str, str]:
-    """The ONNX files of a precision: fp32 = as configured, int8 = <model>.int8.onnx."""
-    if precision == "fp32":
-        return settings.models.classifier, settings.models.segmenter
-    return tuple(p[:-5] + ".%s.onnx" % precision for p in (settings.models.classifier,
-                                                              settings.models.segmenter))
-
-
 def build_pipeline(settings: Settings, variant: Variant) -> Pipeline:
     s = copy.deepcopy(settings)
     s.models.threads = variant.threads
     s.decision.gate_segmenter = variant.gate
     backend, why = resolve_backend_name(s.models)
-    cls_path, seg_path = model_paths(s, variant.precision)
-    cls = create_backend(load_manifest(cls_path), s.models, backend)
-    seg = create_backend(load_manifest(seg_path), s.models, backend)
+    if backend == "onnxruntime" and variant.spinning:
+        cls, seg = (OnnxRuntimeBackend(load_manifest(p), threads=variant.threads, allow_spinning=True)
+                    for p in (variant.classifier, variant.segmenter))
+    else:
+        cls = create_backend(load_manifest(variant.classifier), s.models, backend)
+        seg = create_backend(load_manifest(variant.segmenter), s.models, backend)
     pipeline = Pipeline(cls, seg, s.decision)
     pipeline.backend_reason = why
     pipeline.warmup(max(1, s.models.warmup))
@@ -139,6 +141,31 @@ def measure_limit(pipeline: Pipeline, images: Sequence[np.ndarray], count: int) 
             "segment_ms": stats.summarize(seg_ms)}
 
 
+def measure_thread_counts(model_paths: Sequence[str], images: Sequence[np.ndarray], counts: Sequence[int],
+                          runs: int) -> Dict[str, Dict[str, Any]]:
+    """Each model alone, at each intra-op thread count, on real preprocessed
+    tensors: {model name: {"by_threads": {t: summary}, "best_threads", "best_ms"}}."""
+    out = {}
+    for path in model_paths:
+        manifest = load_manifest(path)
+        tensors = [preprocess(px, manifest.preprocessing)[0] for px in images]
+        rows = {}
+        for t in counts:
+            backend = OnnxRuntimeBackend(manifest, threads=t)
+            backend.warmup(2)
+            times = []
+            for i in range(runs):
+                t0 = time.perf_counter()
+                backend.run(tensors[i % len(tensors)])
+                times.append(_ms(time.perf_counter() - t0))
+            backend.close()
+            rows[str(t)] = stats.summarize(times)
+        best = min(rows, key=lambda k: rows[k]["p50"])
+        out[manifest.name] = {"task": manifest.task, "file": path, "by_threads": rows,
+                              "best_threads": int(best), "best_ms": rows[best]["p50"]}
+    return out
+
+
 # --- the in-process pipeline -------------------------------------------
 
 def _write_files(directory: str, items: Sequence[BenchInput], count: int, offset: int) -> List[str]:
@@ -153,79 +180,40 @@ def _write_files(directory: str, items: Sequence[BenchInput], count: int, offset
     return paths
 
 
-def _load(path: str, settings: Settings) -> Tuple[Any, Dict[str, float]]:
+def pipeline_decode_side(pipeline: Pipeline, settings: Settings) -> int:
+    """The reduced-decode floor the appliance uses (models' input and overlay)."""
+    return decode_side(pipeline.input_sides, settings.alerts.overlay_max_side if settings.mqtt.publish_overlay else 0)
+
+
+def _load(path: str, settings: Settings, min_side: int = 0) -> Tuple[Any, Dict[str, float]]:
     t0 = time.perf_counter()
     with open(path, "rb") as fh:
         data = fh.read()
     t1 = time.perf_counter()
-    image = decode_bytes(data, settings.decode, name=os.path.basename(path))
+    image = decode_bytes(data, settings.decode, name=os.path.basename(path), min_side=min_side)
     t2 = time.perf_counter()
     return image, {"read_ms": _ms(t1 - t0), "decode_ms": _ms(t2 - t1)}
 
 
 def measure_pipeline(pipeline: Pipeline, settings: Settings, paths: Sequence[str],
-                     overlapped: bool) -> Dict[str, Any]:
-    """read + decode + pipeline over files; overlapped = a decode thread
-    feeding a bounded queue while the models run (edge.pipeline.Prefetcher)."""
+                     gate_off: bool = False) -> Dict[str, Any]:
+    """read + decode + pipeline over files, one after another, in process;
+    gate_off runs the segmenter on every image whatever the config says."""
     samples = []
+    side = pipeline_decode_side(pipeline, settings)
+    thresholds = dataclasses.replace(pipeline.thresholds, gate_segmenter=False) if gate_off else None
     start = time.perf_counter()
-    if overlapped:
-        def load(path):
-            image, t = _load(path, settings)
-            return pipeline.prepare(image), t
-        with Prefetcher(load, paths, depth=2) as feed:
-            for _path, (prepared, t) in feed:
-                result = pipeline.infer(prepared)
-                t.update(result.timings_ms)
-                samples.append(t)
-    else:
-        for path in paths:
-            image, t = _load(path, settings)
-            result = pipeline.run(image)
-            t.update(result.timings_ms)
-            samples.append(t)
+    for path in paths:
+        image, t = _load(path, settings, side)
+        result = pipeline.run(image, thresholds)
+        t.update(result.timings_ms)
+        samples.append(t)
     wall = time.perf_counter() - start
     totals = [sum(v for k, v in s.items() if k in PIPELINE_STAGES) for s in samples]
-    return {"images": len(paths), "overlapped": overlapped,
-            "throughput_ips": stats.throughput(len(paths), wall),
+    return {"images": len(paths), "throughput_ips": stats.throughput(len(paths), wall),
             "per_image_ms": stats.summarize(totals), "samples_ms": totals,
             "segmenter_ran": sum(1 for s in samples if s.get("segment_ms", 0.0) > 0.0),
             "stages": stats.stage_table(samples, PIPELINE_STAGES)}
-
-
-# --- the naive baseline -------------------------------------------------
-
-def measure_baseline(paths: Sequence[str], cls_size: int, seg_size: int) -> Dict[str, Any]:
-    """The seeds' web-app way: pydicom -> numpy -> PIL resize -> torch eager,
-    classifier and segmenter on every image, mask resized back with PIL."""
-    from edge.bench.standins import torch_available, torch_module
-    ok, why = torch_available()
-    if not ok:
-        return {"skipped": why}
-    import pydicom
-    import torch
-    from PIL import Image as PILImage
-    nets = {"classifier": torch_module("classifier"), "segmenter": torch_module("segmenter")}
-    per_image = []
-    with torch.no_grad():
-        for net, size in ((nets["classifier"], cls_size), (nets["segmenter"], seg_size)):
-            net(torch.zeros(1, 1, size, size))   # warm-up, as for the pipeline
-        start = time.perf_counter()
-        for path in paths:
-            t0 = time.perf_counter()
-            ds = pydicom.dcmread(path)
-            px = ds.pixel_array.astype(np.float64)
-            px = (px - px.min()) / max(px.max() - px.min(), 1.0)
-            img = PILImage.fromarray(px.astype(np.float32), mode="F")
-            xc = torch.from_numpy(np.array(img.resize((cls_size, cls_size)), np.float32))[None, None]
-            xs = torch.from_numpy(np.array(img.resize((seg_size, seg_size)), np.float32))[None, None]
-            torch.sigmoid(nets["classifier"]((xc - 0.5) / 0.25))
-            mask = torch.sigmoid(nets["segmenter"]((xs - 0.5) / 0.25))[0, 0].numpy()
-            PILImage.fromarray(mask, mode="F").resize((px.shape[1], px.shape[0]))
-            per_image.append(_ms(time.perf_counter() - t0))
-        wall = time.perf_counter() - start
-    return {"images": len(paths), "throughput_ips": stats.throughput(len(paths), wall),
-            "per_image_ms": stats.summarize(per_image), "samples_ms": per_image, "torch_threads": torch.get_num_threads()}
 
 
 # --- end to end through the appliance and a real broker -----------------
@@ -278,6 +266,7 @@ def appliance_settings(settings: Settings, variant: Variant, workdir: str, port:
     s.mqtt.tls.enabled = False
     s.mqtt.username = s.mqtt.password_file = s.mqtt.password_env = ""
     s.models.threads = variant.threads
+    s.models.classifier, s.models.segmenter = variant.classifier, variant.segmenter
     s.decision.gate_segmenter = variant.gate
     return s
 
@@ -309,6 +298,7 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
 
     app.start()
     settle = s.capture.settle_s if app.watcher.settle_applies_to_renames else 0.0   # files arrive by rename
+    status = app.status()
     try:
         for _ in range(one_at_a_time):
             (name, arrived), = drop(1)
@@ -325,26 +315,41 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
             after_settle.append(_ms(sent - arrived) - 1000.0 * settle)
         burst_result = {}
         if burst:
+            # The models' limit right before the burst, on the appliance's own
+            # sessions: the same contention as the burst it is compared with.
+            images = [decode_bytes(it.data, s.decode).pixels for it in items[:2]]
+            limit_now = measure_limit(app.pipeline, images, max(10, min(burst, 20)))
+            del images
             arrivals = drop(burst)
-            ids = []
+            ids, seg_ran = [], 0
             for _ in range(burst):
-                outcome = app.outcomes.get(timeout=120)
+                outcome = app.outcomes.get(timeout=300)
                 ids.append(outcome.alert_id)
-            last = max((_wait_sent(app, i) or (0.0, 0.0))[1] for i in ids if i)
+                seg_ran += int(bool((outcome.timings_ms or {}).get("segment_ms")))
+            if None in ids:
+                raise RuntimeError("a burst file was not alerted")
+            last = max((_wait_sent(app, i) or (0.0, 0.0))[1] for i in ids)
             span = last - arrivals[0][1]
             burst_result = {"images": burst, "throughput_ips": stats.throughput(burst, span),
-                            "throughput_after_settle_ips": stats.throughput(burst, span - settle)}
+                            "throughput_after_settle_ips": stats.throughput(burst, span - settle),
+                            "segmenter_ran": seg_ran, "limit_just_before_ips": limit_now["throughput_ips"],
+                            "limit_just_before_segment_ms": limit_now["segment_ms"]["p50"],
+                            "limit_just_before_classify_ms": limit_now["classify_ms"]["p50"]}
     finally:
         app.stop()
     compute = [sum(v for k, v in smp.items() if k in PIPELINE_STAGES) for smp in samples]
+    # What sending the alert before rendering its overlay would give: the same
+    # files' latency less their overlay time (an estimate from measured stages).
+    alert_first = [lat - smp.get("overlay_ms", 0.0) for lat, smp in zip(latency, samples)]
     return {"variant": variant.name, "capture_mode": "inotify/poll as configured (%s)" % s.capture.watch,
             "settle_s": settle, "one_at_a_time": {
                 "images": len(samples),
                 "arrival_to_puback_ms": stats.summarize(latency), "samples_ms": latency,
                 "after_settle_to_puback_ms": stats.summarize(after_settle),
                 "single_image_compute_ms": stats.summarize(compute),
+                "alert_before_overlay_estimate_ms": stats.summarize(alert_first),
                 "stages": stats.stage_table(samples, APPLIANCE_STAGES)},
-            "burst": burst_result}
+            "burst": burst_result, "inference_threads": status.get("inference_threads")}
 
 
 def measure_growth(settings: Settings, variant: Variant, items: Sequence[BenchInput], workdir: str,
@@ -384,20 +389,6 @@ def measure_growth(settings: Settings, variant: Variant, items: Sequence[BenchIn
     finally:
         app.stop()
     return {"variant": variant.name, "checkpoints": rows}
-
-
-def measure_sizes(pipeline: Pipeline, settings: Settings, items: Sequence[BenchInput], repeats: int,
-                  workdir: str) -> List[Dict[str, Any]]:
-    """Per (kind, size): read + decode + pipeline latency, sequential."""
-    rows = []
-    for item in items:
-        paths = _write_files(os.path.join(workdir, item.name), [item], repeats, 0)
-        r = measure_pipeline(pipeline, settings, paths, overlapped=False)
-        rows.append({"kind": item.kind, "size": item.height, "file_mb": len(item.data) / 2 ** 20,
-                     "per_image_ms": r["per_image_ms"],
-                     "decode_ms": r["stages"].get("decode_ms", {}), "preprocess_ms": r["stages"].get("preprocess_ms", {})})
-        shutil.rmtree(os.path.join(workdir, item.name), ignore_errors=True)
-    return rows
 
 
 def write_inputs(directory: str, items: Sequence[BenchInput], count: int) -> List[str]:

@@ -53,9 +53,3 @@ def stage_table(samples: Sequence[Dict[str, float]], stages: Sequence[str]) -> D
             table[stage] = summarize(values)
     return table
 
-
-def growth_ratio(memory_by_count: Dict[int, float], small: int, large: int) -> Optional[float]:
-    """Peak memory after `large` images over that after `small` (1.0 = flat)."""
-    if small not in memory_by_count or large not in memory_by_count:
-        return None
-    return ratio(memory_by_count[large], memory_by_count[small])

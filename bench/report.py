@@ -1,0 +1,194 @@
+"""Bench results -> a readable table, a JSON file and a PNG plot."""
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+
+def _f(value: Optional[float], fmt: str = "%.1f") -> str:
+    return "-" if value is None else fmt % value
+
+
+def _stage_rows(stages: Dict[str, Dict[str, float]]) -> List[str]:
+    rows = ["  %-16s %8s %8s %8s %6s" % ("stage", "p50 ms", "p90 ms", "p99 ms", "n")]
+    for stage, s in stages.items():
+        rows.append("  %-16s %8.1f %8.1f %8.1f %6d" % (stage[:-3], s["p50"], s["p90"], s["p99"], s["n"]))
+    return rows
+
+
+def _threads_text(chosen: Dict[str, Dict[str, Any]]) -> str:
+    return ", ".join("%s %d (%s)" % (k, v["threads"], v["how"]) for k, v in chosen.items()) or "-"
+
+
+def table(result: Dict[str, Any]) -> str:
+    h = result["host"]
+    out = ["pneumo-edge bench %s  (%s, %d usable cores, ONNX Runtime %s; load average at start %s, end %s)" % (
+        result["created"], h["platform"], h["usable_cores"], h["onnxruntime"],
+        _load(h.get("load_average_at_start")), _load(h.get("load_average_at_end"))),
+        "config %s: models.threads=%s, gate_segmenter=%s, decode.reduced_resolution=%s" % (
+            result["config"]["file"], result["config"]["threads"], result["config"]["gate_segmenter"],
+            result["config"]["reduced_resolution"])]
+    out += ["note: " + n for n in result.get("notes", [])]
+    peak = result["peak"]
+    out += ["", "machine peak: %.1f GFLOP/s (float32 %dx%d matmul, best of %d)" % (
+        peak["gflops"], peak["n"], peak["n"], peak["runs"]), "",
+        "models alone, p50 ms per thread count (best marked *); achieved GFLOP/s from the best run at the best "
+        "count, against the peak's best run (both best-of: contention only adds time):"]
+    for precision, sweep in result["thread_sweep"].items():
+        for name, m in sweep.items():
+            cells = ["%s%s: %.1f" % ("*" if int(t) == m["best_threads"] else " ", t, s["p50"])
+                     for t, s in m["by_threads"].items()]
+            flops = sum((result["flops"].get(name) or {}).values()) if precision == "fp32" else 0
+            fastest = m["by_threads"][str(m["best_threads"])]["min"]
+            gf = "%.1f GFLOP/s = %.0f%% of peak (%.2f GFLOP)" % (
+                flops / fastest / 1e6, 100.0 * flops / fastest / 1e6 / peak["gflops"], flops / 1e9) \
+                if flops else ""
+            out.append("  %-5s %-12s %s   %s" % (precision, name, "  ".join(cells), gf))
+    for precision, lim in result["limits"].items():
+        out.append("  %s machine's best limit, both models every image: %.2f images/s (%.1f ms)"
+                   % (precision, lim["best_ips"], lim["best_ms"]))
+    out += ["", "%-30s %-34s %11s %11s %s" % ("variant", "threads in use", "limit ips", "pipeline", "pipeline/limit")]
+    for v in result["variants"]:
+        lim, pipe = v["limit"]["throughput_ips"], v["pipeline"]["throughput_ips"]
+        out.append("%-30s %-34s %11.2f %11.2f %8.2f  (segmenter ran %d/%d)" % (
+            v["name"], _threads_text(v["threads_chosen"]), lim, pipe, pipe / lim,
+            v["pipeline"]["segmenter_ran"], v["pipeline"]["images"]))
+    main = result["variants"][0]
+    g = main.get("pipeline_gate_off")
+    if g:
+        out.append("%-30s %-34s %11s %11.2f" % ("  same, gate forced off", "", "", g["throughput_ips"]))
+    b = result.get("baseline") or {}
+    if "throughput_ips" in b:
+        nets = "; ".join("%s from %s (FLOPs %s)" % (n["model"], n["config"], "equal" if n["flops_gap"] == 0
+                                                    else "differ by %.1f%%" % (100 * n["flops_gap"]))
+                         for n in b["networks"])
+        threads = "torch %d threads (best of %s)" % (b["torch_threads"], "/".join(b["by_threads"]))
+        out.append("%-30s %-34s %11s %11.2f   pydicom + PIL + torch eager: %s" % (
+            "naive baseline", threads, "", b["throughput_ips"], nets))
+    elif b:
+        out.append("naive baseline: skipped (%s)" % b.get("skipped"))
+    out += ["", "per stage, %s, in process:" % main["name"]] + _stage_rows(main["pipeline"]["stages"])
+    out += _decode_rows(result.get("decode"))
+    e2e = result.get("end_to_end") or {}
+    if e2e.get("one_at_a_time"):
+        one = e2e["one_at_a_time"]
+        lat, comp = one["arrival_to_puback_ms"], one["single_image_compute_ms"]
+        out += ["", "appliance end to end (real folder + mosquitto), %s, threads %s:" % (
+            e2e["variant"], _threads_text(e2e.get("inference_threads") or {}))]
+        out += _stage_rows(one["stages"])
+        out.append("  file arrival -> PUBACK p50 %.0f  p95 %.0f  p99 %.0f ms; single-image compute p50 %.0f ms"
+                   % (lat["p50"], lat["p95"], lat["p99"], comp["p50"]))
+        if e2e.get("burst"):
+            bu = e2e["burst"]
+            out.append("  %d files at once: %.2f images/s, arrival of the first to PUBACK of the last "
+                       "(segmenter ran on %d); models' limit on the same sessions just before: %.2f images/s"
+                       % (bu["images"], bu["throughput_ips"], bu["segmenter_ran"], bu["limit_just_before_ips"]))
+    spin = result.get("spinning")
+    if spin:
+        out.append("  ONNX Runtime idle threads spinning, %d films at once at threads=%d: on %.2f images/s, "
+                   "off %.2f images/s (the runtime runs with spinning off)" % (
+                       spin["off"]["images"], spin["off"]["threads"], spin["on"]["throughput_ips"],
+                       spin["off"]["throughput_ips"]))
+    gr = result.get("growth") or {}
+    if gr.get("checkpoints"):
+        out += ["", "memory growth (%s):" % gr["variant"]]
+        for row in gr["checkpoints"]:
+            out.append("  after %6d images: %6.2f images/s, peak RSS %7.1f MB, outbox pending %d"
+                       % (row["images"], row["throughput_ips"], row["peak_rss_mb"], row["outbox_pending"]))
+    out += ["", "goals (one run, both sides of every ratio named):"]
+    for goal in result["goals"]:
+        out.append("  [%s] %s = %s (target %s)%s" % (
+            "met " if goal["met"] else ("n/a " if goal["met"] is None else "MISS"), goal["name"],
+            _f(goal["value"], "%.2f"), goal["target"], ("\n         " + goal["why"]) if goal.get("why") else ""))
+    out.append("peak RSS of the bench process: %.0f MB" % result["peak_rss_mb"])
+    return "\n".join(out)
+
+
+def _load(value) -> str:
+    return "-" if not value else "%.1f" % value[0]
+
+
+def _decode_rows(dec: Optional[Dict[str, Any]]) -> List[str]:
+    if not dec:
+        return []
+    sides = dec["sides"]
+    out = ["", "decode, stored pixels only, p50 ms (reduced: %s; floors models %d px, models+overlay %d px):" % (
+        dec["reduced_decoder"], sides["models"], sides["models+overlay"]),
+        "  %-32s %-42s %10s %9s %22s %22s" % ("file", "transfer syntax", "size", "full", "reduced (models)",
+                                               "reduced (+overlay)")]
+    for row in dec["files"]:
+        if row.get("skipped"):
+            continue
+        cells = []
+        for key in ("models", "models+overlay"):
+            r = row.get(key)
+            cells.append("%6.1f %5.1fx %s" % (r["ms"]["p50"], r["speedup_p50"], "x".join(map(str, r["decoded"])))
+                         if r else "-")
+        out.append("  %-32s %-42s %10s %9.1f %22s %22s" % (
+            row["file"][:32], row["transfer_syntax"][:42], "x".join(map(str, row["size"])),
+            row["full_ms"]["p50"], cells[0], cells[1]))
+    return out
+
+
+def write_json(result: Dict[str, Any], path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=1, sort_keys=False)
+    return path
+
+
+def _series(result: Dict[str, Any]) -> Dict[str, List[float]]:
+    series = {}
+    for v in result["variants"]:
+        series["models' limit " + v["name"]] = v["limit"]["samples_ms"]
+        series["pipeline " + v["name"]] = v["pipeline"]["samples_ms"]
+    one = (result.get("end_to_end") or {}).get("one_at_a_time")
+    if one:
+        series["file -> PUBACK (appliance)"] = one["samples_ms"]
+    if "samples_ms" in (result.get("baseline") or {}):
+        series["naive baseline"] = result["baseline"]["samples_ms"]
+    return series
+
+
+def write_plot(result: Dict[str, Any], path: str) -> Optional[str]:
+    """Latency distributions on a log axis (the baseline would flatten the
+    rest on a linear one) and throughput bars; None without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    latencies = {k: v for k, v in _series(result).items() if v}
+    bars = [("best limit (%s)" % p, lim["best_ips"]) for p, lim in result["limits"].items()]
+    for v in result["variants"]:
+        bars.append(("pipeline " + v["name"], v["pipeline"]["throughput_ips"]))
+    burst = (result.get("end_to_end") or {}).get("burst")
+    if burst:
+        bars.append(("appliance, %d dropped" % burst["images"], burst["throughput_ips"]))
+    if "throughput_ips" in (result.get("baseline") or {}):
+        bars.append(("naive baseline", result["baseline"]["throughput_ips"]))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 4 + 0.35 * (len(latencies) + len(bars))))
+    names = list(latencies)
+    try:
+        ax1.boxplot([latencies[n] for n in names], orientation="horizontal", whis=(1, 99))   # matplotlib >= 3.10
+    except TypeError:
+        ax1.boxplot([latencies[n] for n in names], vert=False, whis=(1, 99))
+    ax1.set_xscale("log")
+    ax1.set_yticks(range(1, len(names) + 1))
+    ax1.set_yticklabels(names, fontsize=8)
+    ax1.set_xlabel("ms per image, log scale (whiskers p1-p99)")
+    ax1.set_title("latency")
+    ax2.barh(range(len(bars)), [b[1] for b in bars], color="tab:blue")
+    for i, (_, value) in enumerate(bars):
+        ax2.text(value, i, " %.1f" % value, va="center", fontsize=8)
+    ax2.set_yticks(range(len(bars)))
+    ax2.set_yticklabels([b[0] for b in bars], fontsize=8)
+    ax2.set_xlabel("images/s")
+    ax2.set_xlim(0, max(b[1] for b in bars) * 1.15)
+    ax2.set_title("throughput")
+    fig.suptitle("pneumo-edge bench %s, %d cores" % (result["created"], result["host"]["usable_cores"]))
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
