@@ -494,6 +494,8 @@ class _Validator:
         if not 1 <= s.alerts.overlay_quality <= 100:
             raise self.fail("alerts.overlay_quality",
                             "JPEG quality must be 1..100, got %d" % s.alerts.overlay_quality)
+        self.intake_dicom()
+        self.pacs()
         self.files()
 
     def mqtt(self) -> None:
@@ -529,6 +531,55 @@ class _Validator:
             raise self.fail(self.blame("mqtt.tls.cert_file", "mqtt.tls.key_file"),
                             "a client certificate needs both mqtt.tls.cert_file and "
                             "mqtt.tls.key_file; %s is not set" % missing)
+
+    def ae_title(self, key: str, value: str) -> None:
+        if not value.strip() or len(value) > 16 or "\\" in value or not value.isprintable():
+            raise self.fail(key, "%r is not a DICOM AE title (1-16 printable characters, "
+                            "no backslash)" % value)
+
+    def names(self, key: str, table: Dict[str, Any]) -> None:
+        values = _get(self.s, key)
+        if not values:
+            raise self.fail(key, "must list at least one of: %s" % ", ".join(table))
+        for value in values:
+            if value not in table:
+                raise self.fail(key, "%r is not known; use any of: %s" % (value, ", ".join(table)))
+
+    def intake_dicom(self) -> None:
+        from edge.intake.names import SOP_CLASSES, TRANSFER_SYNTAXES
+        d = self.s.intake.dicom
+        self.ae_title("intake.dicom.ae_title", d.ae_title)
+        for i, ae in enumerate(d.allowed_calling_aes):
+            self.ae_title("intake.dicom.allowed_calling_aes[%d]" % i, ae)
+        if not 1 <= d.port <= 65535:
+            raise self.fail("intake.dicom.port", "must be 1..65535, got %d" % d.port)
+        self.non_empty("intake.dicom.bind_address")
+        self.names("intake.dicom.sop_classes", SOP_CLASSES)
+        self.names("intake.dicom.transfer_syntaxes", TRANSFER_SYNTAXES)
+        self.at_least("intake.dicom.max_associations", 1)
+        if d.max_pdu != 0 and d.max_pdu < 4096:
+            raise self.fail("intake.dicom.max_pdu", "must be 0 (unlimited) or 4096 or more, got %d"
+                            % d.max_pdu)
+        self.positive("intake.dicom.acse_timeout_s", "intake.dicom.dimse_timeout_s",
+                      "intake.dicom.network_timeout_s")
+
+    def pacs(self) -> None:
+        p = self.s.pacs
+        self.ae_title("pacs.calling_ae", p.calling_ae)
+        self.positive("pacs.retry_min_s", "pacs.retry_max_s", "pacs.timeout_s")
+        if p.retry_max_s < p.retry_min_s:
+            raise self.fail(self.blame("pacs.retry_max_s", "pacs.retry_min_s"),
+                            "pacs.retry_max_s (%g) is smaller than pacs.retry_min_s (%g)"
+                            % (p.retry_max_s, p.retry_min_s))
+        if not p.enabled:
+            return
+        self.non_empty("pacs.host")
+        self.ae_title("pacs.called_ae", p.called_ae)
+        if not 1 <= p.port <= 65535:
+            raise self.fail("pacs.port", "must be 1..65535, got %d" % p.port)
+        if not (p.send_overlay or p.send_report):
+            raise self.fail(self.blame("pacs.send_overlay", "pacs.send_report"),
+                            "PACS results are on but neither the overlay nor the report is sent")
 
     def files(self) -> None:
         """Files the runtime will need must exist now, so check-config says so.
@@ -626,6 +677,14 @@ def describe(settings: Settings) -> str:
     else:
         lines.append("auth:        off")
     lines.append("identify by: %s" % (", ".join(s.alerts.identify_by) or "nothing (default)"))
+    d = s.intake.dicom
+    lines.append("DICOM in:    %s" % ("AE %s on %s:%d, calling AEs: %s" % (
+        d.ae_title, d.bind_address, d.port, ", ".join(d.allowed_calling_aes) or "ANY")
+        if d.listen else "off"))
+    p = s.pacs
+    lines.append("to PACS:     %s" % ("%s@%s:%d (%s)" % (p.called_ae, p.host, p.port, ", ".join(
+        w for w, on in (("overlay SC", p.send_overlay), ("SR report", p.send_report)) if on))
+        if p.enabled else "off"))
     lines.append("log level:   %s" % s.log_level)
     return "\n".join(lines)
 

@@ -89,6 +89,45 @@ class AlertSettings:
 
 
 @dataclass
+class DicomIntakeSettings:
+    """DICOM C-STORE receiver (edge/intake): films pushed by the cart or PACS."""
+    listen: bool = False
+    ae_title: str = "PNEUMO_EDGE"
+    port: int = 11112
+    bind_address: str = "0.0.0.0"
+    allowed_calling_aes: List[str] = field(default_factory=list)   # empty = any calling AE
+    sop_classes: List[str] = field(default_factory=lambda: [
+        "cr", "dx_presentation", "dx_processing", "secondary_capture"])
+    transfer_syntaxes: List[str] = field(default_factory=lambda: [
+        "explicit_le", "implicit_le", "jpeg_baseline", "jpeg_lossless", "jpeg2000", "rle"])
+    max_associations: int = 4
+    max_pdu: int = 65536                 # bytes; 0 = unlimited
+    acse_timeout_s: float = 30.0
+    dimse_timeout_s: float = 60.0
+    network_timeout_s: float = 60.0
+
+
+@dataclass
+class IntakeSettings:
+    dicom: DicomIntakeSettings = field(default_factory=DicomIntakeSettings)
+
+
+@dataclass
+class PacsSettings:
+    """Results back to PACS by C-STORE (edge/pacs): off by default."""
+    enabled: bool = False
+    host: str = ""
+    port: int = 104
+    called_ae: str = ""                  # the PACS's AE title
+    calling_ae: str = "PNEUMO_EDGE"
+    send_overlay: bool = True            # Secondary Capture of the overlay
+    send_report: bool = True             # Enhanced SR with the finding
+    retry_min_s: float = 2.0
+    retry_max_s: float = 300.0
+    timeout_s: float = 30.0              # association, DIMSE and network timeouts
+
+
+@dataclass
 class Settings:
     site: str = "demo-site"
     device: str = "cart-1"
@@ -100,4 +139,6 @@ class Settings:
     decision: DecisionSettings = field(default_factory=DecisionSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    intake: IntakeSettings = field(default_factory=IntakeSettings)
+    pacs: PacsSettings = field(default_factory=PacsSettings)
     source_file: Optional[str] = field(default=None, metadata={"internal": True})
