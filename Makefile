@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-runtime
 MSTAMP  := $(VENV)/.installed-models
 PIP     := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto clean
+.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto hospital-tools clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -33,12 +33,30 @@ mosquitto:
 	  echo "mosquitto (the MQTT broker) is needed: install it with 'sudo apt-get install mosquitto'" >&2; exit 1; \
 	fi
 
+# Orthanc (a real PACS) and dcmtk (storescu/echoscu, the cart's side) for the DICOM tests;
+# those tests skip where these cannot be installed. The tests start their own Orthanc on
+# free loopback ports; the package's system service is not used.
+hospital-tools:
+	@missing=""; \
+	test -x /usr/sbin/Orthanc || command -v Orthanc >/dev/null 2>&1 || missing="$$missing orthanc"; \
+	command -v storescu >/dev/null 2>&1 || missing="$$missing dcmtk"; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing$$missing (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+	  echo "note:$$missing not installed (sudo apt-get install$$missing); the PACS/DICOM tests will skip" >&2; \
+	fi
+
 # The appliance on its embedded defaults: bundled models on ONNX Runtime, a local
 # mosquitto on 127.0.0.1:1883 (started if none is listening), ./capture, ./state.
 run: venv mosquitto
 	$(BIN)/pneumo-edge run --config config/edge.yaml --start-broker
 
-test: venv-models mosquitto
+test: venv-models mosquitto hospital-tools
 	$(BIN)/vermin -t=3.8- --no-tips --violations --eval-annotations edge build_engine
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-floor
@@ -51,7 +69,8 @@ FLOOR      := .venv-floor
 FSTAMP     := $(FLOOR)/.installed
 RUNTIME_TESTS := tests/test_decode*.py tests/test_capture_*.py tests/test_config.py \
 	tests/test_logsetup.py tests/test_postprocess.py tests/test_pipeline.py tests/test_alerts_*.py \
-	tests/test_appliance.py tests/test_engine_sidecar.py tests/test_buffers.py tests/test_doctor.py
+	tests/test_appliance.py tests/test_engine_sidecar.py tests/test_buffers.py tests/test_doctor.py \
+	tests/test_dicom_*.py tests/test_pacs_*.py tests/test_fleet_*.py
 venv-floor: $(FSTAMP)
 $(FSTAMP): requirements/floor-py38.txt
 	@test -x $(FLOOR)/bin/python || $(PY) -m venv $(FLOOR)
@@ -59,9 +78,9 @@ $(FSTAMP): requirements/floor-py38.txt
 	  pytest onnx==1.14.1 psutil
 	@touch $@
 
-test-floor: venv-floor mosquitto
+test-floor: venv-floor mosquitto hospital-tools
 	@echo "runtime tests on the dependency floor:"; $(FLOOR)/bin/python -m pip list 2>/dev/null | \
-	  grep -iE '^(numpy|pydicom|opencv-python-headless|paho-mqtt|onnxruntime|pylibjpeg.*|PyYAML) '
+	  grep -iE '^(numpy|pydicom|pynetdicom|opencv-python-headless|paho-mqtt|onnxruntime|pylibjpeg.*|PyYAML) '
 	PYTHONPATH=$(CURDIR) $(FLOOR)/bin/python -m pytest -q -p no:cacheprovider $(RUNTIME_TESTS)
 
 # Without torch: the runtime's own tests only.
