@@ -101,7 +101,8 @@ class DicomIntakeSettings:
     transfer_syntaxes: List[str] = field(default_factory=lambda: [
         "explicit_le", "implicit_le", "jpeg_baseline", "jpeg_lossless", "jpeg2000", "rle"])
     max_associations: int = 4
-    max_pdu: int = 65536                 # bytes; 0 = unlimited
+    max_pdu: int = 1048576               # bytes per PDU we receive (0 = unlimited); 16 KiB PDUs
+    #                                      cost an 8 MB film ~50 ms more in pure-Python pynetdicom
     acse_timeout_s: float = 30.0
     dimse_timeout_s: float = 60.0
     network_timeout_s: float = 60.0

@@ -1,6 +1,6 @@
 """The cart's side of DICOM networking for the tests: a pynetdicom SCU that
 sends films (made at test time) by C-STORE, and dcmtk's storescu/echoscu."""
-import shutil
+import os
 from typing import List, Optional, Sequence
 
 from pynetdicom import AE
@@ -50,4 +50,9 @@ def send_files(port: int, paths: Sequence[str], calling: str = "CART1") -> List[
 
 
 def dcmtk(tool: str) -> Optional[str]:
-    return shutil.which(tool)
+    """DCMTK's binary (pynetdicom 3 installs Python apps of the same names in the venv)."""
+    for folder in ("/usr/bin", "/usr/local/bin"):
+        path = os.path.join(folder, tool)
+        if os.access(path, os.X_OK):
+            return path
+    return None

@@ -118,17 +118,18 @@ def test_a_truncated_data_set_gets_cannot_understand_and_is_not_stored(receiver,
 
 
 def test_storescu_and_echoscu_from_dcmtk(receiver, tmp_path):
-    if not (dcmtk("storescu") and dcmtk("echoscu")):
+    storescu, echoscu = dcmtk("storescu"), dcmtk("echoscu")
+    if not (storescu and echoscu):
         pytest.skip("dcmtk is not installed (apt-get install dcmtk)")
     port = str(receiver.port)
-    echo = subprocess.run(["echoscu", "-aet", "CART2", "-aec", "PNEUMO_EDGE", "127.0.0.1", port],
+    echo = subprocess.run([echoscu, "-aet", "CART2", "-aec", "PNEUMO_EDGE", "127.0.0.1", port],
                           capture_output=True, timeout=30)
     assert echo.returncode == 0, echo.stderr
     src = make_film(str(tmp_path / "d.dcm"), seed=5, positive=True)
-    sent = subprocess.run(["storescu", "-aet", "CART2", "-aec", "PNEUMO_EDGE", "127.0.0.1", port, src],
+    sent = subprocess.run([storescu, "-aet", "CART2", "-aec", "PNEUMO_EDGE", "127.0.0.1", port, src],
                           capture_output=True, timeout=30)
     assert sent.returncode == 0, sent.stderr
-    refused = subprocess.run(["storescu", "-aet", "NOBODY", "-aec", "PNEUMO_EDGE", "127.0.0.1", port, src],
+    refused = subprocess.run([storescu, "-aet", "NOBODY", "-aec", "PNEUMO_EDGE", "127.0.0.1", port, src],
                              capture_output=True, timeout=30)
     assert refused.returncode != 0 and b"calling ae title not recogni" in refused.stderr.lower()
     assert incoming(receiver) == ["1.2.826.0.1.3680043.8.498.6.dcm"]

@@ -84,7 +84,8 @@ def test_the_objects_join_the_source_study_with_only_the_patient_data_it_had(tmp
 
 
 def test_dcmtk_reads_the_sr_as_a_valid_structured_report(tmp_path):
-    if not dcmtk("dsrdump"):
+    dsrdump = dcmtk("dsrdump")
+    if not dsrdump:
         pytest.skip("dcmtk is not installed (apt-get install dcmtk)")
     _, src = source(tmp_path)
     out = str(tmp_path / "sr.dcm")
@@ -93,7 +94,7 @@ def test_dcmtk_reads_the_sr_as_a_valid_structured_report(tmp_path):
         sr.save_as(out, enforce_file_format=True)
     except TypeError:                                          # pydicom 2.x
         sr.save_as(out, write_like_original=False)
-    dump = subprocess.run(["dsrdump", out], capture_output=True, timeout=30)
+    dump = subprocess.run([dsrdump, out], capture_output=True, timeout=30)
     assert dump.returncode == 0, dump.stderr
     text = dump.stdout.decode(errors="replace")
     assert "Enhanced SR" in text and "Pneumothorax suspected (right)" in text and "12.5" in text
