@@ -206,3 +206,23 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+# -- configuration -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override, key, words", [
+    ({"intake.dicom.ae_title": "A_TITLE_LONGER_THAN_16"}, "intake.dicom.ae_title", "not a DICOM AE title"),
+    ({"intake.dicom.allowed_calling_aes": ["OK", ""]}, "intake.dicom.allowed_calling_aes[1]", "AE title"),
+    ({"intake.dicom.sop_classes": ["cr", "ct"]}, "intake.dicom.sop_classes", "'ct' is not known"),
+    ({"intake.dicom.transfer_syntaxes": []}, "intake.dicom.transfer_syntaxes", "at least one"),
+    ({"intake.dicom.max_pdu": 100}, "intake.dicom.max_pdu", "4096 or more"),
+    ({"intake.dicom.port": 70000}, "intake.dicom.port", "1..65535"),
+    ({"pacs.enabled": True, "pacs.host": "pacs"}, "pacs.called_ae", "not a DICOM AE title"),
+    ({"pacs.retry_min_s": 10.0, "pacs.retry_max_s": 5.0}, "pacs.retry_max_s", "smaller than"),
+])
+def test_bad_dicom_settings_are_refused_with_the_key(override, key, words):
+    from edge.config import load_config
+    from edge.errors import ConfigError
+    with pytest.raises(ConfigError) as err:
+        load_config(None, override)
+    assert err.value.key == key and words in str(err.value)

@@ -201,3 +201,23 @@ def test_a_pacs_that_refuses_us_keeps_the_results_queued(tmp_path, orthanc):
     assert q.depth() == 1 and "rejected" in q.last_error()
     assert results_in(orthanc, str(src.StudyInstanceUID)) == {}
     store.close()
+
+
+@pytest.mark.slow
+def test_a_resend_after_a_lost_acknowledgement_is_filed_once(tmp_path, orthanc):
+    """At least once: a crash between PACS's success and our "sent" resends the
+    same instances; PACS keeps one copy of each (same SOP Instance UIDs)."""
+    from edge.pacs.sender import PacsSender
+    store = Store(str(tmp_path / "state"))
+    q = PacsQueue(store)
+    _, src = source(tmp_path)
+    with store.transaction() as conn:
+        q.enqueue(conn, ["overlay_sc", "report_sr"], src, ALERT, overlay_jpeg())
+    sender = PacsSender(pacs_settings(orthanc), q)
+    assert sender.send_due() is True and q.depth() == 0
+    with store.transaction() as conn:                      # as if "sent" had never been recorded
+        conn.execute("UPDATE pacs_outbox SET sent_at = NULL, next_attempt_at = 0")
+    assert sender.send_due() is True and q.depth() == 0
+    found = results_in(orthanc, str(src.StudyInstanceUID))
+    assert set(found) == {uid_for(ALERT["alert_id"], "sc"), uid_for(ALERT["alert_id"], "sr")}
+    store.close()
