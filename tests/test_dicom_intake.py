@@ -77,10 +77,12 @@ def test_the_same_instance_twice_keeps_both_files(receiver, tmp_path):
     assert incoming(receiver) == ["1.2.826.0.1.3680043.8.498.3-1.dcm", "1.2.826.0.1.3680043.8.498.3.dcm"]
 
 
-def test_an_unknown_calling_ae_is_refused_at_association(receiver):
+def test_an_unknown_calling_ae_or_a_wrong_called_ae_is_refused_at_association(receiver):
     assoc = associate(receiver.port, calling="INTRUDER")
     assert assoc.is_rejected and not assoc.is_established
-    assert receiver.counts()["refused"] == 1
+    assoc = associate(receiver.port, called="SOMEONE_ELSE")
+    assert assoc.is_rejected and not assoc.is_established
+    assert receiver.counts()["refused"] == 2 and incoming(receiver) == []
 
 
 def test_a_non_image_sop_class_is_not_accepted(receiver, tmp_path):

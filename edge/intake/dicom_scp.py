@@ -1,8 +1,9 @@
 """The C-STORE receiver (a DICOM Storage SCP) in front of the capture folder.
 
-A cart (or PACS, or a router) sends each film by C-STORE to our AE title.
-Only the configured calling AE titles may associate (others are refused at
-association: "calling AE title not recognised"); only the configured image
+A cart (or PACS, or a router) sends each film by C-STORE to our AE title
+(another called AE title is refused). Only the configured calling AE titles
+may associate (others are refused at association: "calling AE title not
+recognised"); only the configured image
 SOP classes and transfer syntaxes are accepted at negotiation. Each data set
 is checked (received.check_dataset), written durably into incoming/
 (spool.Spool) and only then answered with success. C-ECHO is answered.
@@ -56,6 +57,7 @@ class DicomReceiver:
             ae.add_supported_context(uid, syntaxes)
         ae.add_supported_context(VERIFICATION, expand(["explicit_le", "implicit_le"], TRANSFER_SYNTAXES))
         ae.require_calling_aet = list(s.allowed_calling_aes)
+        ae.require_called_aet = True     # a sender configured for another AE is told so, not served
         ae.maximum_associations = s.max_associations
         ae.maximum_pdu_size = s.max_pdu
         ae.acse_timeout = s.acse_timeout_s
