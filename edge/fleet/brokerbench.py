@@ -56,7 +56,10 @@ def cart(host: str, port: int, prefix: str, index: int, alerts: int, inflight: i
 
 
 def run(host: str, port: int, carts: int, alerts: int, inflight: int = 20, prefix: str = "pneumo",
-        username: str = "", password: str = "", timeout: float = 300.0) -> dict:
+        username: str = "", password: str = "", timeout: float = 300.0,
+        cart_ports: Optional[List[int]] = None) -> dict:
+    """cart_ports: each cart publishes to its own broker on `host` (e.g. bridged to
+    the one at `port`, where the display is); default: all to `port`."""
     got = {}
     latencies = []  # type: List[float]
     first_last = [None, None]  # type: List[Optional[float]]
@@ -84,8 +87,9 @@ def run(host: str, port: int, carts: int, alerts: int, inflight: int = 20, prefi
     if not subscribed.wait(10):
         raise RuntimeError("the display could not subscribe at %s:%d" % (host, port))
     go = multiprocessing.Event()
-    procs = [multiprocessing.Process(target=cart, args=(host, port, prefix, i, alerts, inflight,
-                                                        username, password, go)) for i in range(carts)]
+    procs = [multiprocessing.Process(target=cart, args=(host, cart_ports[i] if cart_ports else port, prefix, i,
+                                                        alerts, inflight, username, password, go))
+             for i in range(carts)]
     for p in procs:
         p.start()
     time.sleep(1.0)                       # every cart connected before the clock starts
