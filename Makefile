@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-runtime
 MSTAMP  := $(VENV)/.installed-models
 PIP     := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto hospital-tools clean
+.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto chromium hospital-tools clean
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -33,13 +33,27 @@ mosquitto:
 	  echo "mosquitto (the MQTT broker) is needed: install it with 'sudo apt-get install mosquitto'" >&2; exit 1; \
 	fi
 
+# Debian's Chromium for the display's browser tests (Playwright drives it; nothing
+# is downloaded by Playwright itself). Without it those tests skip.
+chromium:
+	@if test -x /usr/bin/chromium || command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "chromium is not installed and cannot be: the display's browser tests will skip" >&2; \
+	fi
+
 # Orthanc (a real PACS) and dcmtk (storescu/echoscu, the cart's side) for the DICOM tests;
 # those tests skip where these cannot be installed. The tests start their own Orthanc on
 # free loopback ports; the package's system service is not used.
 hospital-tools:
 	@missing=""; \
 	test -x /usr/sbin/Orthanc || command -v Orthanc >/dev/null 2>&1 || missing="$$missing orthanc"; \
-	command -v storescu >/dev/null 2>&1 || missing="$$missing dcmtk"; \
+	test -x /usr/bin/storescu || missing="$$missing dcmtk"; \
 	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing$$missing (apt-get)"; \
@@ -54,9 +68,9 @@ hospital-tools:
 # The appliance on its embedded defaults: bundled models on ONNX Runtime, a local
 # mosquitto on 127.0.0.1:1883 (started if none is listening), ./capture, ./state.
 run: venv mosquitto
-	$(BIN)/pneumo-edge run --config config/edge.yaml --start-broker
+	$(BIN)/pneumo-edge run --config config/edge.yaml --start-broker --with-display
 
-test: venv-models mosquitto hospital-tools
+test: venv-models mosquitto chromium hospital-tools
 	$(BIN)/vermin -t=3.8- --no-tips --violations --eval-annotations edge build_engine
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-floor
@@ -70,7 +84,10 @@ FSTAMP     := $(FLOOR)/.installed
 RUNTIME_TESTS := tests/test_decode*.py tests/test_capture_*.py tests/test_config.py \
 	tests/test_logsetup.py tests/test_postprocess.py tests/test_pipeline.py tests/test_alerts_*.py \
 	tests/test_appliance.py tests/test_engine_sidecar.py tests/test_buffers.py tests/test_doctor.py \
-	tests/test_dicom_*.py tests/test_pacs_*.py tests/test_fleet_*.py
+	tests/test_cli.py tests/test_localbroker.py tests/test_web_*.py
+# edge reads device profiles too (engine precision); one copy of each test helper module.
+RUNTIME_TESTS += tests/test_build_engine_profiles.py tests/test_helpers_import.py
+RUNTIME_TESTS += tests/test_dicom_*.py tests/test_pacs_*.py tests/test_fleet_*.py
 venv-floor: $(FSTAMP)
 $(FSTAMP): requirements/floor-py38.txt
 	@test -x $(FLOOR)/bin/python || $(PY) -m venv $(FLOOR)

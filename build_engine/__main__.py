@@ -17,28 +17,41 @@ import tempfile
 from typing import List, Optional
 
 from build_engine.errors import NeedsDevice, ParityFailure, PrecisionUnsupported
-from build_engine.profiles import load_profile
+from build_engine.profiles import PRECISIONS, load_profile
 from build_engine.progress import Progress
-from edge.errors import ConfigError, ModelError
+from edge.errors import ConfigError, ModelError, PneumoEdgeError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NEEDS_DEVICE, EXIT_PARITY = 0, 1, 2, 3, 4
 L4T_IMAGE = "pneumo-edge:jp5"
 
 
+COMMANDS_HELP = """other commands (each has its own --help):
+  ensure    build every missing or stale engine the runtime config needs (first boot, after an upgrade)
+  selftest  build tiny models for a device: proves the tool chain before the real models
+
+""" + __doc__[__doc__.index("Exit codes:"):].replace("Exit codes:", "exit codes:")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="build-engine", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="build-engine", description=__doc__.split("\n\n")[0], epilog=COMMANDS_HELP,
+                                usage="%(prog)s [ensure | selftest] ... | %(prog)s --onnx ONNX --device DEVICE "
+                                      "--precision {fp32,fp16,int8} [options]",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--onnx", required=True, help="FP32 ONNX with its manifest JSON beside it")
     p.add_argument("--device", required=True, help="profile name in config/devices (xavier_nx, orin_nx, cpu) or a YAML")
-    p.add_argument("--precision", required=True, choices=("fp32", "fp16", "int8"))
+    p.add_argument("--precision", required=True, choices=PRECISIONS,
+                   help="what to build (the profile says which it supports)")
     p.add_argument("--calib-dir", help="calibration images (default ../shared/data/nih-cxr14-subset/images, else "
                                        "generated phantoms)")
     p.add_argument("--golden-dir", help="golden images for parity (default: shared data, else phantoms)")
     p.add_argument("--out", help="output folder (cpu: beside the ONNX; TensorRT: engines)")
     p.add_argument("--dla-core", help="override the profile's placement: 0, 1 or none")
     p.add_argument("--force", action="store_true", help="install even past the parity tolerance (recorded)")
-    p.add_argument("--recalibrate", action="store_true", help="delete calibration caches and calibrate again")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="calibrate again even when the cache matches (a changed --calib-dir, model or "
+                        "preprocessing is noticed and recalibrated without it)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads for CPU measurements")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
 
 
@@ -90,24 +103,18 @@ def run_build(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load_settings(path: str):
-    import edge.config as config
-    for name in ("load_settings", "load_config", "load"):
-        fn = getattr(config, name, None)
-        if fn is not None:
-            return fn(path)
-    raise ConfigError("edge.config has no loader (load_settings) yet", file=path)
-
-
 def run_ensure(argv: List[str]) -> int:
-    p = argparse.ArgumentParser(prog="build-engine ensure", description="build missing or stale engines")
+    p = argparse.ArgumentParser(prog="build-engine ensure", description="build missing or stale engines",
+                                epilog=__doc__[__doc__.index("Exit codes:"):],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="runtime config YAML (default: embedded defaults)")
-    p.add_argument("--calib-dir")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--calib-dir", help="calibration images for INT8 engines (default: shared data, else phantoms)")
+    p.add_argument("--force", action="store_true", help="rebuild every engine, current or not")
     args = p.parse_args(argv)
     from build_engine.ensure import ensure_engines
+    from edge.config import load_config
     from edge.settings import Settings
-    settings = _load_settings(args.config) if args.config else Settings()
+    settings = load_config(args.config) if args.config else Settings()
     from edge.alerts.announce import announce_state
 
     def on_state(state: str) -> None:
@@ -123,10 +130,12 @@ def run_ensure(argv: List[str]) -> int:
 
 def run_selftest(argv: List[str]) -> int:
     """Build the tiny models for a device: proves the tool chain before the real models."""
-    p = argparse.ArgumentParser(prog="build-engine selftest")
-    p.add_argument("--device", default="xavier_nx")
-    p.add_argument("--precision", default="fp16", choices=("fp32", "fp16", "int8"))
-    p.add_argument("--out")
+    p = argparse.ArgumentParser(prog="build-engine selftest", description=run_selftest.__doc__,
+                                epilog=__doc__[__doc__.index("Exit codes:"):],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="xavier_nx", help="device profile (default: xavier_nx)")
+    p.add_argument("--precision", default="fp16", choices=PRECISIONS, help="default: fp16")
+    p.add_argument("--out", help="output folder (default: a new temporary folder)")
     args = p.parse_args(argv)
     from build_engine.tiny_models import make_classifier, make_segmenter
     out = args.out or tempfile.mkdtemp(prefix="build-engine-selftest-")
@@ -160,8 +169,11 @@ def _guard(fn) -> int:
     except (ConfigError, PrecisionUnsupported) as exc:
         print("error: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
-    except ModelError as exc:
+    except (ModelError, PneumoEdgeError) as exc:
         print("error: %s" % exc, file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:       # a folder or file that cannot be read or written: one line, no traceback
+        print("error: %s%s" % ("%s: " % exc.filename if exc.filename else "", exc.strerror or exc), file=sys.stderr)
         return EXIT_ERROR
 
 

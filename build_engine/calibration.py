@@ -4,7 +4,7 @@ Calibration must see exactly the numbers the runtime feeds the model, so
 every tensor goes through `edge.decode` + `edge.preprocess`. A cache (the
 preprocessed batches, or TensorRT's calibration table) is keyed by the ONNX
 sha256, the preprocessing digest and the calibration-set hash; a cache with
-another key is refused, never reused.
+another key is never reused: the build says so and calibrates again.
 """
 import hashlib
 import json
@@ -170,16 +170,22 @@ def save_batches(path: str, data: np.ndarray, key: str, describe: str) -> None:
     os.replace(tmp, path)
 
 
-def load_batches(path: str, key: str) -> Optional[np.ndarray]:
-    """The cached tensors, None when absent; StaleCalibrationCache when made for something else."""
+def load_batches(path: str, key: str, on_stale: Optional[Callable[[str], None]] = None) -> Optional[np.ndarray]:
+    """The cached tensors, None when absent. A cache with another key is never reused: with
+    on_stale it is reported (on_stale(why)) and None returned, so the caller calibrates again
+    and overwrites it; without, StaleCalibrationCache."""
     if not os.path.exists(path):
         return None
     with np.load(path, allow_pickle=False) as z:
         have = str(z["key"])
         if have != key:
-            raise StaleCalibrationCache(
-                "%s: calibration cache key %s... does not match %s... (another model, preprocessing or image "
-                "set); refusing to reuse it. Delete it or pass --recalibrate." % (path, have[:12], key[:12]))
+            made_for = str(z["describe"]) if "describe" in z.files else "an unrecorded set"
+            why = ("%s was made for another calibration set, model or preprocessing (%s; key %s..., this build "
+                   "needs %s...)" % (path, made_for, have[:12], key[:12]))
+            if on_stale is None:
+                raise StaleCalibrationCache(why + "; refusing to reuse it.")
+            on_stale(why)
+            return None
         return np.array(z["tensors"])
 
 
@@ -194,17 +200,36 @@ def write_keyed_cache(path: str, payload: bytes, key: str) -> None:
 def read_keyed_cache(path: str, key: str) -> Optional[bytes]:
     if not os.path.exists(path):
         return None
-    try:
-        with open(path + ".key.json", "r", encoding="utf-8") as fh:
-            have = json.load(fh).get("key", "")
-    except (OSError, ValueError):
-        have = ""
+    have = _recorded_key(path)
     if have != key:
         raise StaleCalibrationCache(
-            "%s: calibration table was made for key %s, this build needs %s...; refusing to reuse it. Delete it "
-            "or pass --recalibrate." % (path, (have[:12] + "...") if have else "(none recorded)", key[:12]))
+            "%s: calibration table was made for key %s, this build needs %s...; refusing to reuse it." % (
+                path, (have[:12] + "...") if have else "(none recorded)", key[:12]))
     with open(path, "rb") as fh:
         return fh.read()
+
+
+def drop_stale_table(path: str, key: str) -> Optional[str]:
+    """Remove a TensorRT calibration table made for another key (and its key file), so
+    TensorRT calibrates again; returns why, or None when the table is current or absent."""
+    if not os.path.exists(path):
+        return None
+    have = _recorded_key(path)
+    if have == key:
+        return None
+    for p in (path, path + ".key.json"):
+        if os.path.exists(p):
+            os.remove(p)
+    return "%s was made for key %s, this build needs %s..." % (
+        path, (have[:12] + "...") if have else "(none recorded)", key[:12])
+
+
+def _recorded_key(path: str) -> str:
+    try:
+        with open(path + ".key.json", "r", encoding="utf-8") as fh:
+            return str(json.load(fh).get("key", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def collect(images: ImageSet, spec: PreprocessSpec, progress: Optional[Callable[[int, int], None]] = None

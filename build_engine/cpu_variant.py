@@ -54,15 +54,21 @@ def calibration_tensors(manifest: ModelManifest, images: cal.ImageSet, cache_pat
     key = cal.cache_key(manifest.sha256, manifest.preprocessing.digest(), images.set_hash)
     if recalibrate and os.path.exists(cache_path):
         os.remove(cache_path)
-    tensors = cal.load_batches(cache_path, key)   # raises StaleCalibrationCache on a foreign key
+    stale = []  # type: List[str]
+    tensors = cal.load_batches(cache_path, key, on_stale=stale.append)
     decoders = ["cache"]
+    if stale:
+        progress.note("%s: calibrating again on %s" % (stale[0], images.describe()))
     if tensors is None:
         tensors, decoders = cal.collect(images, manifest.preprocessing,
                                         lambda d, t: progress.count(d, t, "calibration images"))
         cal.save_batches(cache_path, tensors, key, images.describe())
     else:
         progress.note("calibration tensors from %s (key matches)" % cache_path)
-    return {"tensors": tensors, "key": key, "decoders": decoders}
+    out = {"tensors": tensors, "key": key, "decoders": decoders}  # type: Dict[str, Any]
+    if stale:
+        out["replaced_stale_cache"] = stale[0]
+    return out
 
 
 def write_variant_manifest(src: ModelManifest, onnx_path: str, precision: str, note: str) -> str:
@@ -188,7 +194,8 @@ def build_cpu_int8(onnx_path: str, profile: DeviceProfile, calib_dir: Optional[s
                                              "weight_type": profile.weight_type, "per_channel": profile.per_channel,
                                              "method": profile.calibrate_method},
         "calibration": {"source": calib.source, "describe": calib.describe(), "count": calib.count,
-                        "set_hash": calib.set_hash, "cache_key": ct["key"], "decoders": ct["decoders"]},
+                        "set_hash": calib.set_hash, "cache_key": ct["key"], "decoders": ct["decoders"],
+                        "replaced_stale_cache": ct.get("replaced_stale_cache")},
         "golden": {"source": golden.source, "describe": golden.describe(), "count": golden.count,
                    "decoders": golden_decoders},
         "formats": {f: measured[f] for f in profile.quant_formats}, "fp32": measured["fp32"],

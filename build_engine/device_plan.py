@@ -144,7 +144,8 @@ def prepare(onnx_path: str, profile: DeviceProfile, precision: str, out_dir: str
             for p in (plan.calib_tensors, plan.calib_table, plan.calib_table + ".key.json"):
                 if os.path.exists(p):
                     os.remove(p)
-        tensors = cal.load_batches(plan.calib_tensors, plan.calib_key)
+        tensors = cal.load_batches(plan.calib_tensors, plan.calib_key,
+                                   on_stale=lambda why: progress.note(why + ": calibrating again"))
         if tensors is None:
             tensors, _ = cal.collect(calib, manifest.preprocessing,
                                      lambda d, t: progress.count(d, t, "calibration images"))
@@ -152,8 +153,9 @@ def prepare(onnx_path: str, profile: DeviceProfile, precision: str, out_dir: str
             usable = (len(tensors) // profile.batch) * profile.batch
             tensors = tensors[:usable]
             cal.save_batches(plan.calib_tensors, tensors, plan.calib_key, calib.describe())
-        if plan.calib_table and os.path.exists(plan.calib_table):
-            cal.read_keyed_cache(plan.calib_table, plan.calib_key)   # refuse a stale table now, not mid-build
+        stale_table = cal.drop_stale_table(plan.calib_table, plan.calib_key)
+        if stale_table:       # TensorRT then calibrates again and writes a table with this key
+            progress.note(stale_table + ": removed, TensorRT will calibrate again")
         if profile.int8_mode == "qdq":
             plan.qdq_onnx = os.path.join(out_dir, "%s.int8.qdq.onnx" % stem)
             plan.qdq_key = plan.calib_key

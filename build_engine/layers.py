@@ -1,5 +1,5 @@
 """Pure reading of TensorRT's engine-inspector JSON: per-layer precision and DLA placement."""
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 PRECISION_WORDS = (("INT8", "int8"), ("FP16", "fp16"), ("HALF", "fp16"), ("FP32", "fp32"), ("FLOAT", "fp32"),
                    ("INT32", "int32"), ("BOOL", "bool"))

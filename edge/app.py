@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Union
 
 from edge import __version__
+from edge.alerts.acks import Acks
 from edge.alerts.outbox import Outbox
 from edge.alerts.overlay import render_overlay
 from edge.alerts.publisher import Publisher
@@ -100,6 +101,8 @@ class Appliance:
         self._state = "starting"
         client_id = settings.mqtt.client_id or "pneumo-edge-%s-%s" % (settings.site, settings.device)
         self.publisher = Publisher(settings.mqtt, self.topics, self.outbox, self.status, client_id)
+        self.acks = Acks(self.store, self.outbox, self.topics, settings.alerts.escalate_after_s)
+        self.publisher.on_ack = self.acks.receive
         self.outcomes = queue.Queue()  # type: queue.Queue
 
     # -- status ---------------------------------------------------------
@@ -118,6 +121,7 @@ class Appliance:
             "capture_mode": self.watcher.mode if self.watcher else None,
             "counts": self.counts(),
             "thresholds": self.pipeline.thresholds.as_dict(),
+            "acks": self.acks.status(),
             "hospital": self.hospital.status(),
         }
 
@@ -129,6 +133,7 @@ class Appliance:
         self.watcher = Watcher(self.folders.incoming, self.settings.capture)
         self._state = "online"
         self.publisher.start()
+        self.acks.start(self.publisher)
         self._threads = [threading.Thread(target=self._intake_loop, name="intake", daemon=True),
                          threading.Thread(target=self._inference_loop, name="inference", daemon=True)]
         for t in self._threads:
@@ -145,6 +150,7 @@ class Appliance:
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
         self._state = "offline"
+        self.acks.stop()
         self.publisher.stop(timeout=min(timeout, 10.0))
         if self.watcher is not None:
             self.watcher.close()
@@ -261,7 +267,8 @@ class Appliance:
         if self.settings.mqtt.publish_overlay:
             label = use_warning(combined_intended_use(result.models))
             overlay = render_overlay(image, result.finding, label, self.settings.alerts.overlay_max_side,
-                                     self.settings.alerts.overlay_quality)
+                                     self.settings.alerts.overlay_quality,
+                                     draw_region=self.settings.alerts.overlay_region)
         timings["overlay_ms"] = (time.perf_counter() - t3) * 1000.0
         result = replace(result, timings_ms=timings)
         alert = build_alert(result, image, file_name=claimed.name, file_sha256=claimed.sha256,
@@ -272,6 +279,7 @@ class Appliance:
         pacs = self.hospital.prepare(claimed, image, alert, overlay)
         with self.store.transaction() as conn:
             self.outbox.enqueue_alert(conn, self.topics, alert, overlay)
+            self.acks.record_alert(conn, alert)
             self.hospital.enqueue(conn, pacs)
             self.ledger.mark_done(conn, claimed.sha256, alert["alert_id"])
         timings["outbox_ms"] = (time.perf_counter() - t4) * 1000.0

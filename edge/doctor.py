@@ -6,7 +6,6 @@ not need it and a FAIL when it does.
 """
 import os
 import shutil
-import socket
 from dataclasses import dataclass
 from typing import Callable, List, Optional, TextIO, Tuple
 
@@ -68,7 +67,8 @@ def check_engines(settings: Settings) -> List[Check]:
     from edge.inference.engine_sidecar import (find_engine, model_stem, read_sidecar, rebuild_command,
                                                sidecar_mismatches, sidecar_path)
     from edge.inference.manifest import load_manifest
-    from edge.inference.tensorrt import device_facts, read_profile_precision
+    from edge.inference.device_profile import profile_precision
+    from edge.inference.tensorrt import device_facts
     facts = device_facts()
     level = FAIL if _needs_tensorrt(settings) else WARN
     out = []
@@ -80,7 +80,11 @@ def check_engines(settings: Settings) -> List[Check]:
             out.append(Check("engine:" + role, level, str(exc)))
             continue
         stem = model_stem(manifest.model_path)
-        wanted = read_profile_precision(m.device_profile, role)
+        try:
+            wanted = profile_precision(m.device_profile, role)
+        except PneumoEdgeError as exc:   # an invalid profile: its file, line and key
+            out.append(Check("engine:" + role, level, str(exc), "fix the device profile"))
+            continue
         engine, found = find_engine(m.engine_dir, stem, m.device_profile, wanted)
         command = rebuild_command(manifest.model_path, m.device_profile, wanted or "fp16", m.engine_dir)
         if engine is None:
@@ -101,16 +105,14 @@ def check_engines(settings: Settings) -> List[Check]:
     return out
 
 
-def check_broker(settings: Settings, timeout_s: float = 2.0) -> List[Check]:
-    q = settings.mqtt
-    try:
-        with socket.create_connection((q.host, int(q.port)), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        return [Check("broker", FAIL, "cannot connect to %s:%d: %s" % (q.host, q.port, exc),
-                      "start mosquitto (systemctl start mosquitto) or fix mqtt.host/port; alerts wait in the "
-                      "outbox meanwhile")]
-    return [Check("broker", OK, "TCP connect to %s:%d%s" % (q.host, q.port, " (TLS)" if q.tls.enabled else ""))]
+def check_broker(settings: Settings, timeout_s: float = 5.0) -> List[Check]:
+    """Connect as the appliance does and publish once, QoS 1, awaiting the PUBACK."""
+    from edge.alerts.probe import probe_broker
+    from edge.alerts.topics import Topics
+    topics = Topics(settings.mqtt.topic_prefix, settings.site, settings.device)
+    client_id = (settings.mqtt.client_id or "pneumo-edge-%s-%s" % (settings.site, settings.device)) + "-doctor"
+    r = probe_broker(settings.mqtt, topics.base + "/doctor", client_id, timeout_s)
+    return [Check("broker", OK if r.ok else FAIL, r.detail, r.fix)]
 
 
 def check_capture(settings: Settings) -> List[Check]:
@@ -174,10 +176,16 @@ def _fp32_source(manifest) -> Optional[str]:
     return None
 
 
+def parity_limit(precision: str) -> float:
+    return 0.05 if precision == "int8" else 0.01 if precision == "fp16" else 1e-3
+
+
 def check_parity(settings: Settings, golden: Optional[np.ndarray] = None) -> List[Check]:
-    """The configured backend vs the ONNX Runtime FP32 reference on one image."""
+    """The model the appliance will run (TensorRT engine or INT8 ONNX) vs the ONNX Runtime FP32
+    reference on one image; nothing to compare when the configured model is that reference."""
     from edge.inference.manifest import load_manifest
     from edge.inference.registry import create_backend, resolve_backend_name
+    from edge.parity import compare
     from edge.preprocess import preprocess
     pixels = golden if golden is not None else phantom()
     source = "golden image" if golden is not None else "generated phantom"
@@ -186,32 +194,33 @@ def check_parity(settings: Settings, golden: Optional[np.ndarray] = None) -> Lis
         try:
             manifest = load_manifest(getattr(settings.models, attr))
             name, _ = resolve_backend_name(settings.models)
-            tensor = preprocess(pixels, manifest.preprocessing)[0]
-            backend = create_backend(manifest, settings.models, name)
-            try:
-                got = backend.run(tensor)
-            finally:
-                backend.close()
+            if name == "onnxruntime" and not manifest.derived_from:
+                out.append(Check("parity:" + role, OK, "nothing to compare: %s runs as the FP32 reference itself "
+                                 "(onnxruntime %s)" % (manifest.file, manifest.precision)))
+                continue
             ref_path = _fp32_source(manifest)
             if ref_path is None:
                 out.append(Check("parity:" + role, WARN, "FP32 source of %s not found beside it" % manifest.file))
                 continue
+            tensor = preprocess(pixels, manifest.preprocessing)[0]
+            backend = create_backend(manifest, settings.models, name)
+            try:
+                got, precision = backend.run(tensor), backend.precision
+            finally:
+                backend.close()
             import onnxruntime as ort
             sess = ort.InferenceSession(ref_path, providers=["CPUExecutionProvider"])
             ref = sess.run(None, {manifest.input.name: tensor})[0]
-        except (PneumoEdgeError, ImportError) as exc:
+            result = compare([ref], [got], manifest.output_kind, manifest.task)
+        except (PneumoEdgeError, ImportError, ValueError) as exc:
             out.append(Check("parity:" + role, FAIL if _needs_tensorrt(settings) else WARN, str(exc)))
             continue
-        diff = float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64))))
-        pr = 1.0 / (1.0 + np.exp(-np.clip(ref.astype(np.float64), -60, 60)))
-        pg = 1.0 / (1.0 + np.exp(-np.clip(got.astype(np.float64), -60, 60)))
-        if manifest.output_kind == "probability":
-            pr, pg = ref.astype(np.float64), got.astype(np.float64)
-        pdiff = float(np.max(np.abs(pr - pg)))
-        limit = 0.05 if backend.precision == "int8" else 0.01 if backend.precision == "fp16" else 1e-3
-        status = OK if pdiff <= limit else FAIL
-        out.append(Check("parity:" + role, status, "%s %s vs FP32 on a %s: max abs %.3g, max prob diff %.3g "
-                         "(limit %.3g)" % (name, backend.precision, source, diff, pdiff, limit),
+        limit = parity_limit(precision)
+        status = OK if result.max_prob_diff <= limit else FAIL
+        dice = ", mask Dice %.4f" % result.min_dice if result.min_dice is not None else ""
+        out.append(Check("parity:" + role, status, "%s %s vs FP32 (%s) on a %s: max abs %.3g, max prob diff %.3g"
+                         "%s (limit %.3g)" % (name, precision, os.path.basename(ref_path), source,
+                                               result.max_abs_diff, result.max_prob_diff, dice, limit),
                          "rebuild the engine/variant and read its build report" if status != OK else ""))
     return out
 

@@ -1,12 +1,23 @@
 """A mosquitto on loopback for `make run` and demos, started only when no
-broker is listening. Production carts point at the ward's broker instead."""
+broker is listening. Production carts point at the ward's broker instead.
+
+The broker runs in its own session: a terminal's Ctrl-C signals the whole
+foreground process group, and a broker that died with it would take the
+appliance's clean `offline` with it (displays would see the last will).
+The appliance stops first, then stop_broker() ends the broker; on Linux
+the kernel also ends it if the appliance itself is killed.
+"""
+import ctypes
 import logging
 import os
+import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from edge.errors import AlertError
 
@@ -26,6 +37,28 @@ def find_mosquitto() -> Optional[str]:
         (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.path.exists(p)), None)
 
 
+def listen_address(host: str) -> str:
+    """The address mosquitto binds for a loopback host name: ::1 stays IPv6."""
+    return "::1" if host == "::1" else "127.0.0.1"
+
+
+def _die_with_parent() -> Optional[Callable[[], None]]:
+    """Linux: SIGTERM the broker when the appliance dies (its own session
+    no longer shares the terminal's signals, so a SIGKILL would orphan it).
+    The kernel watches the starting *thread*: start the broker from one that
+    lives as long as the broker should (the main thread does)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def set_death_signal() -> None:
+        prctl(1, int(signal.SIGTERM), 0, 0, 0)    # PR_SET_PDEATHSIG
+    return set_death_signal
+
+
 def ensure_local_broker(host: str, port: int, workdir: str) -> Optional[subprocess.Popen]:
     """Return None if a broker already answers on host:port, else start one."""
     if listening(host, port):
@@ -39,9 +72,13 @@ def ensure_local_broker(host: str, port: int, workdir: str) -> Optional[subproce
     os.makedirs(workdir, exist_ok=True)
     conf = os.path.join(workdir, "mosquitto.conf")
     with open(conf, "w") as fh:
-        fh.write("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                 "log_dest file %s\n" % (port, os.path.join(workdir, "mosquitto.log")))
-    proc = subprocess.Popen([exe, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # "user": as root, mosquitto would switch to user mosquitto, which could not write this log
+        # and would clear the death signal below (the kernel drops it on a change of credentials)
+        fh.write("listener %d %s\nallow_anonymous true\npersistence false\nuser %s\n"
+                 "log_dest file %s\n" % (port, listen_address(host), pwd.getpwuid(os.getuid()).pw_name,
+                                         os.path.join(workdir, "mosquitto.log")))
+    proc = subprocess.Popen([exe, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, preexec_fn=_die_with_parent())
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if listening(host, port, 0.2):

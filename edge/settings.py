@@ -3,19 +3,36 @@
 config.py loads YAML into these (unknown keys rejected, errors with
 file:line); the rest of the runtime only ever sees these objects.
 Defaults here are the embedded defaults `make run` uses.
+
+A field's own limits sit on the field, in `metadata` (choices, gt/ge/le,
+nonempty, format: a check in config.FORMATS; edge/field_rules.py lists them),
+checked as each value is read so the error names its line. Rules that span
+several keys are in config._Validator.
 """
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+from edge.logsetup import LEVELS as LOG_LEVELS
+
+BACKENDS = ("onnxruntime", "tensorrt", "auto")   # registry.py and the CLI use this list too
+WATCH_MODES = ("auto", "inotify", "poll")
+ON_SUCCESS = ("move", "delete")
+DECISION_RULES = ("mask", "mask_or_classifier")
+
+_PATH = {"nonempty": True}
+_POSITIVE = {"gt": 0}
+_FRACTION = {"ge": 0.0, "le": 1.0, "hint": "or null for the manifest's value"}
+_LEVEL = {"choices": LOG_LEVELS, "upper": True, "what": "a logging level"}
+
 
 @dataclass
 class CaptureSettings:
-    dir: str = "capture"                 # holds incoming/ processing/ done/ rejected/
-    watch: str = "auto"                  # auto (inotify, else poll) | inotify | poll
-    poll_interval_s: float = 0.25
-    settle_s: float = 0.5                # size and mtime unchanged this long = written
+    dir: str = field(default="capture", metadata=_PATH)   # holds incoming/ processing/ done/ rejected/
+    watch: str = field(default="auto", metadata={"choices": WATCH_MODES})   # auto = inotify, else poll
+    poll_interval_s: float = field(default=0.25, metadata=_POSITIVE)
+    settle_s: float = field(default=0.5, metadata=_POSITIVE)   # size and mtime unchanged this long = written
     trust_rename: bool = True            # inotify: a file renamed into incoming/ is complete (no settle wait)
-    on_success: str = "move"             # move (to done/) | delete
+    on_success: str = field(default="move", metadata={"choices": ON_SUCCESS})   # move (to done/) | delete
     ignore: List[str] = field(default_factory=lambda: [".*", "*.part", "*.tmp"])
 
 
@@ -23,35 +40,35 @@ class CaptureSettings:
 class DecodeSettings:
     allowed_modalities: List[str] = field(default_factory=lambda: ["CR", "DX"])
     reject_lateral: bool = True
-    min_side: int = 256                  # px; smaller is not a diagnostic radiograph
-    max_side: int = 8192
-    max_pixels: int = 40_000_000         # refuse before allocating (a 6000x6000 CR is 36 M)
-    max_file_mb: float = 512.0
+    min_side: int = field(default=256, metadata=_POSITIVE)   # px; smaller is not a diagnostic radiograph
+    max_side: int = field(default=8192, metadata=_POSITIVE)
+    max_pixels: int = field(default=40_000_000, metadata=_POSITIVE)   # checked before allocating; 6000x6000 = 36 M
+    max_file_mb: float = field(default=512.0, metadata=_POSITIVE)
 
 
 @dataclass
 class ModelSettings:
-    classifier: str = "models/classifier/classifier.onnx"   # manifest is the .json beside
-    segmenter: str = "models/segmenter/segmenter.onnx"
-    backend: str = "onnxruntime"         # onnxruntime | tensorrt | auto
+    classifier: str = field(default="models/classifier/classifier.onnx", metadata=_PATH)   # manifest: the .json beside
+    segmenter: str = field(default="models/segmenter/segmenter.onnx", metadata=_PATH)
+    backend: str = field(default="onnxruntime", metadata={"choices": BACKENDS})
     # ONNX Runtime intra-op threads; 0 = all cores. 1 leaves a core to decode the next
     # image: on 2 cores `pneumo-edge bench` measured 91 % of the models' limit vs 79 % with 0.
-    threads: int = 1
-    engine_dir: str = "engines"          # TensorRT engines + sidecars
-    device_profile: str = "xavier_nx"    # config/devices/<name>.yaml, for engine checks
-    warmup: int = 2
+    threads: int = field(default=1, metadata={"ge": 0})
+    engine_dir: str = field(default="engines", metadata=_PATH)   # TensorRT engines + sidecars
+    device_profile: str = field(default="xavier_nx", metadata={"format": "profile_name"})   # config/devices/<name>.yaml
+    warmup: int = field(default=2, metadata={"ge": 0})
 
 
 @dataclass
 class DecisionSettings:
     """The decision rule and per-site overrides of the manifests' thresholds (None = manifest's)."""
-    rule: str = "mask"                   # mask (SIIM-ACR: the mask decides) | mask_or_classifier
+    rule: str = field(default="mask", metadata={"choices": DECISION_RULES})   # mask: the mask decides (SIIM-ACR)
     gate_segmenter: bool = True          # skip the segmenter on confident negatives
-    classifier_positive: Optional[float] = None
-    skip_segmenter_below: Optional[float] = None
-    pixel_high: Optional[float] = None
-    min_area_fraction: Optional[float] = None
-    pixel_low: Optional[float] = None
+    classifier_positive: Optional[float] = field(default=None, metadata=_FRACTION)
+    skip_segmenter_below: Optional[float] = field(default=None, metadata=_FRACTION)
+    pixel_high: Optional[float] = field(default=None, metadata=_FRACTION)
+    min_area_fraction: Optional[float] = field(default=None, metadata=_FRACTION)
+    pixel_low: Optional[float] = field(default=None, metadata=_FRACTION)
 
 
 @dataclass
@@ -66,46 +83,74 @@ class TlsSettings:
 
 @dataclass
 class MqttSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    topic_prefix: str = "pneumo"
+    host: str = field(default="127.0.0.1", metadata={"nonempty": True})
+    port: int = field(default=1883, metadata={"ge": 1, "le": 65535})
+    topic_prefix: str = field(default="pneumo", metadata={"format": "topic_prefix"})
     client_id: str = ""                  # default: pneumo-edge-<site>-<device>
-    keepalive_s: int = 30
+    keepalive_s: int = field(default=30, metadata=_POSITIVE)
     username: str = ""
     password_file: str = ""              # the secret comes from a file ...
     password_env: str = ""               # ... or from this environment variable
     tls: TlsSettings = field(default_factory=TlsSettings)
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
-    inflight: int = 20                   # outbox rows awaiting PUBACK at once
+    reconnect_min_s: float = field(default=0.5, metadata=_POSITIVE)
+    reconnect_max_s: float = field(default=30.0, metadata=_POSITIVE)
+    inflight: int = field(default=20, metadata={"ge": 1})   # outbox rows awaiting PUBACK at once
     publish_overlay: bool = True
 
 
 @dataclass
 class AlertSettings:
     identify_by: List[str] = field(default_factory=list)   # e.g. ["accession_number"]; off by default
-    overlay_max_side: int = 1024
-    overlay_quality: int = 85
+    overlay_max_side: int = field(default=1024, metadata={"ge": 16})   # render_overlay needs 16 px or more
+    overlay_quality: int = field(default=85, metadata={"ge": 1, "le": 100, "hint": "JPEG quality"})
+    overlay_region: bool = False         # also paint the region into the JPEG (displays draw it from finding.contours)
+    escalate_after_s: float = field(default=300.0, metadata={"ge": 0})   # re-announce an unacknowledged positive this often; 0 = never
+
+
+@dataclass
+class DisplayTlsSettings:
+    cert_file: str = ""                  # HTTPS when both are set (the display's own certificate)
+    key_file: str = ""
+
+
+@dataclass
+class DisplaySettings:
+    """`pneumo-edge display`: the bedside web page and the upload-and-predict API."""
+    host: str = field(default="127.0.0.1", metadata=_PATH)   # 0.0.0.0 to serve the ward network (then set token_file)
+    port: int = field(default=8080, metadata={"ge": 0, "le": 65535, "hint": "0 = any free port"})
+    display_id: str = ""                 # names this display in acks; empty = display-<hostname>
+    sites: List[str] = field(default_factory=lambda: ["+"])   # sites to follow; "+" = all
+    history: int = field(default=50, metadata={"ge": 1})   # alerts kept on the page (deduplicated by alert_id)
+    stale_after_s: float = field(default=150.0, metadata=_POSITIVE)   # a cart silent this long is marked stale (heartbeat 60 s)
+    token_file: str = ""                 # file holding the API token; empty = no authentication
+    tls: DisplayTlsSettings = field(default_factory=DisplayTlsSettings)
+    predict: bool = True                 # serve the upload page and POST /api/v1/predict
+
+
+_AE = {"format": "ae_title"}
+_PORT = {"ge": 1, "le": 65535}
 
 
 @dataclass
 class DicomIntakeSettings:
     """DICOM C-STORE receiver (edge/intake): films pushed by the cart or PACS."""
     listen: bool = False
-    ae_title: str = "PNEUMO_EDGE"
-    port: int = 11112
-    bind_address: str = "0.0.0.0"
+    ae_title: str = field(default="PNEUMO_EDGE", metadata=_AE)
+    port: int = field(default=11112, metadata=_PORT)
+    bind_address: str = field(default="0.0.0.0", metadata={"nonempty": True})
+    # Lists are checked item by item in config._Validator.intake_dicom.
     allowed_calling_aes: List[str] = field(default_factory=list)   # empty = any calling AE
-    sop_classes: List[str] = field(default_factory=lambda: [
+    sop_classes: List[str] = field(default_factory=lambda: [       # edge/intake/names.py
         "cr", "dx_presentation", "dx_processing", "secondary_capture"])
     transfer_syntaxes: List[str] = field(default_factory=lambda: [
         "explicit_le", "implicit_le", "jpeg_baseline", "jpeg_lossless", "jpeg2000", "rle"])
-    max_associations: int = 4
-    max_pdu: int = 1048576               # bytes per PDU we receive (0 = unlimited); 16 KiB PDUs
-    #                                      cost an 8 MB film ~50 ms more in pure-Python pynetdicom
-    acse_timeout_s: float = 30.0
-    dimse_timeout_s: float = 60.0
-    network_timeout_s: float = 60.0
+    max_associations: int = field(default=4, metadata={"ge": 1})
+    # Bytes per PDU we receive (0 = unlimited); 16 KiB PDUs cost an 8 MB film ~50 ms more
+    # in pure-Python pynetdicom.
+    max_pdu: int = field(default=1048576, metadata={"format": "max_pdu"})
+    acse_timeout_s: float = field(default=30.0, metadata=_POSITIVE)
+    dimse_timeout_s: float = field(default=60.0, metadata=_POSITIVE)
+    network_timeout_s: float = field(default=60.0, metadata=_POSITIVE)
 
 
 @dataclass
@@ -118,28 +163,29 @@ class PacsSettings:
     """Results back to PACS by C-STORE (edge/pacs): off by default."""
     enabled: bool = False
     host: str = ""
-    port: int = 104
-    called_ae: str = ""                  # the PACS's AE title
-    calling_ae: str = "PNEUMO_EDGE"
+    port: int = field(default=104, metadata=_PORT)
+    called_ae: str = ""                  # the PACS's AE title (checked when enabled)
+    calling_ae: str = field(default="PNEUMO_EDGE", metadata=_AE)
     send_overlay: bool = True            # Secondary Capture of the overlay
     send_report: bool = True             # Enhanced SR with the finding
-    retry_min_s: float = 2.0
-    retry_max_s: float = 300.0
-    timeout_s: float = 30.0              # association, DIMSE and network timeouts
+    retry_min_s: float = field(default=2.0, metadata=_POSITIVE)
+    retry_max_s: float = field(default=300.0, metadata=_POSITIVE)
+    timeout_s: float = field(default=30.0, metadata=_POSITIVE)   # association, DIMSE and network timeouts
 
 
 @dataclass
 class Settings:
-    site: str = "demo-site"
-    device: str = "cart-1"
-    state_dir: str = "state"             # SQLite ledger + outbox
-    log_level: str = "INFO"
+    site: str = field(default="demo-site", metadata={"format": "topic_level"})
+    device: str = field(default="cart-1", metadata={"format": "topic_level"})
+    state_dir: str = field(default="state", metadata=_PATH)   # SQLite ledger + outbox
+    log_level: str = field(default="INFO", metadata=_LEVEL)
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     decode: DecodeSettings = field(default_factory=DecodeSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     decision: DecisionSettings = field(default_factory=DecisionSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    display: DisplaySettings = field(default_factory=DisplaySettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     pacs: PacsSettings = field(default_factory=PacsSettings)
     source_file: Optional[str] = field(default=None, metadata={"internal": True})

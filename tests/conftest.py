@@ -1,14 +1,45 @@
-"""Shared fixtures: a real mosquitto broker and MqttSettings pointing at it."""
-import os
+"""Shared fixtures: a real mosquitto broker and MqttSettings pointing at it.
+
+The helpers are modules of the `tests` package (tests.mosquitto,
+tests.dicom_factory, tests.tiny_models). A test may also import one by its
+short name (`from mosquitto import Subscriber`): that name resolves to the
+same module object, so no helper runs twice or exists as two classes.
+"""
+import importlib
+import importlib.abc
+import importlib.util
 import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))   # so tests can `from mosquitto import ...`
+from edge.settings import MqttSettings
+from tests.mosquitto import SKIP_REASON, Mosquitto, Subscriber, mosquitto_binary
 
-from mosquitto import SKIP_REASON, Mosquitto, Subscriber, mosquitto_binary  # noqa: E402
+HELPERS = ("mosquitto", "dicom_factory", "tiny_models")
 
-from edge.settings import MqttSettings  # noqa: E402
+
+class _ShortNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """`import mosquitto` -> the module tests.mosquitto itself, imported on first use."""
+
+    def __init__(self):
+        self._specs = {}
+
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name in HELPERS else None
+
+    def create_module(self, spec):
+        module = importlib.import_module("tests." + spec.name)
+        self._specs[spec.name] = module.__spec__
+        return module
+
+    def exec_module(self, module):
+        # Already executed as tests.<name>; the import system has just put the
+        # short name's spec on it: give the module its own back.
+        module.__spec__ = self._specs[module.__name__.rsplit(".", 1)[-1]]
+
+
+if not any(isinstance(f, _ShortNames) for f in sys.meta_path):
+    sys.meta_path.insert(0, _ShortNames())
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ def radiograph():
     return Image(pixels=(0.2 + 0.6 * (xx / W) * (yy / H)).astype(np.float32), source_format="png")
 
 
-# a square region in original pixels, in the lower half (clear of the banner)
+# a square region in original pixels, in the lower half
 SQUARE = [(400, 1000), (1000, 1000), (1000, 1600), (400, 1600)]
 
 
@@ -34,15 +34,17 @@ def colourfulness(bgr):
     return np.maximum(np.abs(r - g), np.maximum(np.abs(r - b), np.abs(g - b)))
 
 
-def decode(jpeg):
+def decode(jpeg, rows=1024):
+    """The radiograph part (the last `rows` rows) and the banner strip above it."""
     img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert img is not None, "not a JPEG"
-    return img
+    assert img.shape[0] > rows, "no banner strip above the radiograph"
+    return img[-rows:], img[:-rows]
 
 
 def test_positive_overlay_draws_the_contour_in_colour():
-    out = decode(render_overlay(radiograph(), finding(True), "DEMO MODEL, NOT FOR CLINICAL USE"))
-    assert out.shape == (1024, 819, 3)
+    out, strip = decode(render_overlay(radiograph(), finding(True), "DEMO MODEL, NOT FOR CLINICAL USE"))
+    assert out.shape == (1024, 819, 3) and strip.shape[1] == 819
     s = 1024 / H
     chroma = colourfulness(out)
     edge = [chroma[int(round(y * s)), int(round(x * s))]
@@ -56,15 +58,31 @@ def test_positive_overlay_draws_the_contour_in_colour():
 
 def test_negative_overlay_has_no_colour_anywhere():
     jpeg = render_overlay(radiograph(), finding(False), "")
-    out = decode(jpeg)
+    out, strip = decode(jpeg)
     assert out.shape == (1024, 819, 3)
-    assert colourfulness(out).max() < 30
+    assert colourfulness(out).max() < 30 and colourfulness(strip).max() < 30
+
+
+def test_the_banner_is_a_strip_above_the_radiograph_not_painted_over_it():
+    img = radiograph()
+    expected = cv2.resize(np.round(img.pixels * 255).astype(np.uint8), (819, 1024),
+                          interpolation=cv2.INTER_AREA).astype(np.int16)
+    for positive in (True, False):
+        out, strip = decode(render_overlay(img, finding(positive), "DEMO MODEL, NOT FOR CLINICAL USE",
+                                           draw_region=False))
+        grey = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY).astype(np.int16)
+        diff = np.abs(grey - expected)[:200]                  # the apices are untouched
+        assert diff.mean() < 1.5 and np.percentile(diff, 99.9) < 8
+        assert colourfulness(out[16:]).max() < 30             # draw_region=False: no region painted (JPEG chroma bleeds a few rows)
+        assert 20 <= strip.shape[0] <= 200
+        red = colourfulness(strip).mean() > 30
+        assert red == positive                                # red banner only for a positive
 
 
 def test_small_images_are_not_upscaled_and_quality_is_applied():
     small = Image(pixels=np.full((300, 200), 0.5, np.float32), source_format="png")
     f = finding(False)
-    assert decode(render_overlay(small, f)).shape == (300, 200, 3)
+    assert decode(render_overlay(small, f), rows=300)[0].shape == (300, 200, 3)
     assert len(render_overlay(radiograph(), f, quality=30)) < len(render_overlay(radiograph(), f, quality=95))
     with pytest.raises(AlertError):
         render_overlay(small, f, quality=0)

@@ -8,6 +8,7 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from edge.alerts import schema
 from edge.alerts.schema import (SCHEMA_VERSION, alert_id_for, build_alert, build_event,
                                 combined_intended_use, decode, encode, image_identity)
 from edge.alerts.topics import Topics, subscription
@@ -63,7 +64,8 @@ def test_alert_carries_every_documented_field():
     assert payload["finding"] == {
         "pneumothorax": True, "probability": 0.93, "seg_max_probability": 0.97,
         "area_px": 5200, "area_fraction": 0.0127, "area_cm2": 6.24, "side": "right",
-        "bbox": [40, 60, 80, 100], "segmenter_skipped": False, "reasons": ["mask_area>=min"]}
+        "bbox": [40, 60, 80, 100], "contours": [[[40, 60], [120, 60], [120, 160], [40, 160]]],
+        "segmenter_skipped": False, "reasons": ["mask_area>=min"]}
     assert payload["image"] == {"width": 300, "height": 400, "pixel_spacing_mm": [0.2, 0.2],
                                 "view_position": "PA", "modality": "DX"}
     assert payload["overlay_topic"] == "pneumo/ward-3/cart-1/overlay/" + payload["alert_id"]
@@ -192,8 +194,44 @@ def test_topics():
                                             "pneumo/ward-3/cart-1/event")
     assert t.overlay("abc") == "pneumo/ward-3/cart-1/overlay/abc"
     assert subscription("pneumo", "alert") == "pneumo/+/+/alert"
-    for bad in ("ward/3", "ward+", "#", ""):
+    with pytest.raises(AlertError):
+        t.overlay("a/b")
+
+
+def test_contours_are_bounded_in_polygons_and_points_and_keep_the_largest():
+    import math
+    big = [(int(500 + 300 * math.cos(t / 500.0 * 2 * math.pi)),
+            int(500 + 300 * math.sin(t / 500.0 * 2 * math.pi))) for t in range(500)]
+    specks = [[(x, 10), (x + 3, 10), (x + 3, 13)] for x in range(0, 400, 20)]
+    line = [(0, 0), (5, 5)]                            # not a region
+    f = Finding(pneumothorax=True, probability=0.9, seg_max_probability=0.9, area_px=1,
+                area_fraction=0.1, area_cm2=None, side="right", bbox=(200, 200, 600, 600),
+                contours=specks + [big, line])
+    polys = alert(result(f), image(pixels=np.zeros((1000, 1000), np.float32)))["finding"]["contours"]
+    assert len(polys) == schema.MAX_ALERT_POLYGONS
+    assert all(3 <= len(p) <= schema.MAX_ALERT_POINTS for p in polys)
+    circle = polys[0]                                  # the largest comes first, simplified
+    assert len(circle) < 500
+    assert all(abs(math.hypot(x - 500, y - 500) - 300) < 6 for x, y in circle)
+    assert len(encode(alert(result(f))) ) < 8000
+
+
+def test_a_negative_alert_carries_no_contours():
+    f = Finding(pneumothorax=False, probability=0.1, seg_max_probability=0.2, area_px=0,
+                area_fraction=0.0, area_cm2=None, side=None, bbox=None,
+                contours=[[(1, 1), (9, 1), (9, 9)]])
+    assert alert(result(f))["finding"]["contours"] == []
+
+
+def test_ack_payload_round_trips_and_bad_acks_are_refused():
+    ack = schema.build_ack("ab" * 16, "ward-monitor-1", " jd ",
+                           acked_at=datetime(2024, 5, 1, 8, 31, tzinfo=timezone.utc))
+    assert ack == {"schema_version": 1, "alert_id": "ab" * 16, "display_id": "ward-monitor-1",
+                   "acked_at": "2024-05-01T08:31:00.000Z", "initials": "jd"}
+    assert schema.check_ack(decode(encode(ack))) == ack
+    assert schema.build_ack("ab" * 16, "d")["initials"] is None
+    for bad in ({"alert_id": "xyz"}, {"display_id": ""}, {"initials": "x" * 9}, {"acked_at": 5}):
+        broken = dict(ack, **bad)
         with pytest.raises(AlertError):
-            Topics("pneumo", bad, "cart-1")
-        with pytest.raises(AlertError):
-            Topics("pneumo", "ward-3", bad)
+            schema.check_ack(broken)
+    assert Topics("pneumo", "ward-3", "cart-1").ack == "pneumo/ward-3/cart-1/ack"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from build_engine.__main__ import main
-from build_engine.calibration import StaleCalibrationCache, cache_key, save_batches
+from build_engine.calibration import StaleCalibrationCache, cache_key, load_batches, save_batches
 from build_engine.cpu_variant import build_cpu_int8
 from build_engine.profiles import load_profile
 from build_engine.tiny_models import make_classifier, make_segmenter
@@ -88,16 +88,36 @@ def test_phantom_calibration_is_said_loudly(tmp_path, fast_profile):
     assert "WARNING" in open(onnx_path[:-5] + ".int8.report.md").read()
 
 
-def test_stale_calibration_cache_is_refused(tmp_path, fast_profile, images):
+def test_a_calibration_cache_for_something_else_is_rebuilt_and_said(tmp_path, fast_profile, images, capsys):
     onnx_path = make_classifier(str(tmp_path / "m"), size=32, width=4)
     cache = onnx_path[:-5] + ".calib.npz"
     save_batches(cache, np.zeros((2, 1, 32, 32), np.float32), cache_key("other-model", "d", "s"), "foreign")
-    with pytest.raises(StaleCalibrationCache, match="refusing to reuse"):
-        build_cpu_int8(onnx_path, load_profile(fast_profile), calib_dir=images, golden_dir=images)
-    # --recalibrate replaces it, and the fresh cache is reused by the next run
-    build_cpu_int8(onnx_path, load_profile(fast_profile), calib_dir=images, golden_dir=images, recalibrate=True)
     report = build_cpu_int8(onnx_path, load_profile(fast_profile), calib_dir=images, golden_dir=images)
-    assert report["calibration"]["decoders"] == ["cache"]
+    assert report["calibration"]["decoders"] != ["cache"]            # calibrated again, not reused
+    assert "foreign" in report["calibration"]["replaced_stale_cache"]
+    assert "calibrating again" in capsys.readouterr().err
+    # the fresh cache is reused by the next run
+    report = build_cpu_int8(onnx_path, load_profile(fast_profile), calib_dir=images, golden_dir=images)
+    assert report["calibration"]["decoders"] == ["cache"] and report["calibration"]["replaced_stale_cache"] is None
+
+
+def test_a_changed_calib_dir_recalibrates_without_a_flag(tmp_path, fast_profile, images, capsys):
+    import shutil
+    onnx_path = make_classifier(str(tmp_path / "m"), size=32, width=4)
+    build_cpu_int8(onnx_path, load_profile(fast_profile), calib_dir=images, golden_dir=images)
+    other = str(tmp_path / "calib-other")
+    shutil.copytree(images, other)
+    os.remove(os.path.join(other, sorted(os.listdir(other))[0]))   # another set of images
+    capsys.readouterr()
+    code = main(["--onnx", onnx_path, "--device", fast_profile, "--precision", "int8", "--calib-dir", other,
+                 "--golden-dir", images])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "made for another calibration set" in err and "calibrating again" in err and images in err
+    with np.load(onnx_path[:-5] + ".calib.npz") as z:
+        assert other in str(z["describe"])          # the cache now belongs to the new set
+    with pytest.raises(StaleCalibrationCache, match="refusing to reuse"):   # never silently reused
+        load_batches(onnx_path[:-5] + ".calib.npz", cache_key("another", "d", "s"))
 
 
 def test_parity_past_tolerance_installs_nothing_unless_forced(tmp_path, fast_profile, images, capsys):

@@ -127,6 +127,27 @@ def test_tensorrt_calibration_table_with_another_key_is_refused(tmp_path):
     assert cache_key("a", "b", "c") != cache_key("a", "b", "d")
 
 
+def test_a_changed_calib_dir_recalibrates_the_device_plan_and_drops_the_old_table(tmp_path, calib, capsys):
+    import shutil
+    onnx_path = make_classifier(str(tmp_path / "models"), size=32, width=4)
+    out = str(tmp_path / "engines")
+    args = ["--onnx", onnx_path, "--device", "xavier_nx", "--precision", "int8", "--out", out,
+            "--golden-dir", calib]
+    assert main(args + ["--calib-dir", calib]) == EXIT_NEEDS_DEVICE
+    plan = read_plan(os.path.join(out, "classifier.int8.xavier_nx.engine.plan.json"))
+    write_keyed_cache(plan.calib_table, b"TRT-8502-EntropyCalibration2\n", plan.calib_key)  # as the device would
+    other = str(tmp_path / "calib-other")
+    shutil.copytree(calib, other)
+    os.remove(os.path.join(other, "c0.png"))
+    capsys.readouterr()
+    assert main(args + ["--calib-dir", other]) == EXIT_NEEDS_DEVICE
+    err = capsys.readouterr().err
+    assert "made for another calibration set" in err and "calibrating again" in err
+    assert "TensorRT will calibrate again" in err and not os.path.exists(plan.calib_table)
+    new = read_plan(os.path.join(out, "classifier.int8.xavier_nx.engine.plan.json"))
+    assert new.calib_key != plan.calib_key and other in new.calib_describe
+
+
 def test_inspector_summary_counts_precisions_and_gpu_fallbacks():
     info = {"Layers": [
         {"Name": "conv0", "LayerType": "CaskConvolution", "Outputs": [{"Format/Datatype": "Row major linear INT8"}]},

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.config import PROJECT_ROOT, describe, load_config, settings_to_dict
+from edge.config import PROJECT_ROOT, describe, load_config
 from edge.errors import ConfigError
 from edge.settings import Settings
 
@@ -364,7 +364,6 @@ def test_describe_never_shows_the_password(tmp_path):
     settings = load_config(path)
     text = describe(settings)
     assert "s3cret" not in text
-    assert "s3cret" not in repr(settings_to_dict(settings))
     assert "password: from file %s" % secret in text
     assert "broker.local:8883" in text and "TLS:         on (CA %s" % ca in text
     assert "w4" in text and str(tmp_path / "site.yaml") in text
@@ -378,8 +377,111 @@ def test_describe_names_a_password_env_variable_not_its_value(monkeypatch):
     assert "TLS:         off" in text
 
 
-def test_settings_to_dict_masks_the_username_unless_asked_not_to():
-    settings = load_config(None, {"mqtt.username": "edge-user"})
-    assert settings_to_dict(settings)["mqtt"]["username"] == "***"
-    assert settings_to_dict(settings, redact=False)["mqtt"]["username"] == "edge-user"
-    assert settings_to_dict(settings)["mqtt"]["port"] == 1883
+
+# -- limits declared on the fields ----------------------------------------------------
+
+def _declared(cls=Settings, prefix=""):
+    """(dotted key, dataclass field) for every config field, sections expanded."""
+    out = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type):
+            out += _declared(f.type, prefix + f.name + ".")
+        elif not f.metadata.get("internal"):
+            out.append((prefix + f.name, f))
+    return out
+
+
+def _outside(meta):
+    """A value each declared limit refuses."""
+    if "choices" in meta:
+        return "no-such-choice"
+    if "gt" in meta:
+        return meta["gt"]
+    if "ge" in meta:
+        return meta["ge"] - 1
+    if "le" in meta:
+        return meta["le"] + 1
+    if meta.get("nonempty"):
+        return " "
+    return {"topic_level": "a/b", "topic_prefix": "a//b", "profile_name": "../x",
+            "ae_title": "AN_AE_TITLE_OVER_16", "max_pdu": 100}[meta["format"]]
+
+
+LIMITED = [(key, f) for key, f in _declared() if f.metadata]
+
+
+def test_every_field_rule_is_one_the_walker_knows():
+    from edge.config import FORMATS
+    from edge.field_rules import RULE_KEYS
+    assert len(LIMITED) >= 30
+    for key, f in LIMITED:
+        assert set(f.metadata) <= RULE_KEYS, key
+        if "format" in f.metadata:
+            assert f.metadata["format"] in FORMATS, key
+
+
+def test_the_defaults_keep_their_own_limits():
+    from edge.config import FORMATS
+    from edge.field_rules import rule_problem
+    defaults = Settings()
+    for key, f in LIMITED:
+        value = defaults
+        for name in key.split("."):
+            value = getattr(value, name)
+        assert rule_problem(f.metadata, value, FORMATS)[1] is None, key
+
+
+@pytest.mark.parametrize("key, f", LIMITED, ids=[k for k, _ in LIMITED])
+def test_every_declared_limit_is_enforced_in_a_file_and_on_the_command_line(tmp_path, key, f):
+    bad = _outside(f.metadata)
+    *sections, name = key.split(".")
+    lines = ["%s%s:" % ("  " * i, s) for i, s in enumerate(sections)]
+    lines.append("%s%s: %s" % ("  " * len(sections), name, yaml.safe_dump(bad).splitlines()[0]))
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    err = error_of(path)
+    assert (err.file, err.line, err.key) == (path, len(lines), key)
+    err = error_of(None, {key: bad})
+    assert (err.file, err.key) == ("command line", key)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("alerts:\n  overlay_quality: 101\n", "alerts.overlay_quality]: must be 1..100, got 101 (JPEG quality)"),
+    ("decision:\n  pixel_low: 2\n",
+     "[decision.pixel_low]: must be between 0 and 1, got 2.0 (or null for the manifest's value)"),
+    ("mqtt:\n  inflight: 0\n", "[mqtt.inflight]: must be 1 or more, got 0"),
+    ("mqtt:\n  topic_prefix: /pneumo\n", "'/pneumo' is not a usable topic prefix"),
+    ("models:\n  device_profile: ../nx\n", "'../nx' is not a profile name"),
+    ("state_dir: ''\n", "[state_dir]: must not be empty"),
+])
+def test_limit_messages_say_the_limit_and_the_value(tmp_path, text, expected):
+    assert expected in str(error_of(write(tmp_path, text)))
+
+
+def test_a_rule_spanning_keys_blames_the_key_that_was_set(tmp_path):
+    err = error_of(write(tmp_path, "decode:\n  min_side: 9000\n"))
+    assert err.key == "decode.min_side" and err.line == 2
+    assert "decode.max_side (8192) is smaller than decode.min_side (9000)" in str(err)
+
+
+def test_choice_lists_are_shared_by_settings_cli_and_logging():
+    from edge import cli, logsetup, settings
+    assert settings.LOG_LEVELS is logsetup.LEVELS
+    assert "CRITICAL" in settings.LOG_LEVELS
+    parser = cli.build_parser()
+    run = parser._subparsers._group_actions[0].choices["run"]
+    actions = {a.dest: a for a in run._actions}
+    assert tuple(actions["backend"].choices) == settings.BACKENDS
+    assert tuple(actions["log_level"].choices) == settings.LOG_LEVELS
+
+
+@pytest.mark.parametrize("key", ["site", "device"])
+@pytest.mark.parametrize("bad", ["ward/3", "ward+", "#", "", "ward 3", "\x00"])
+def test_a_name_that_is_not_one_topic_level_is_refused(key, bad):
+    err = error_of(None, {key: bad})
+    assert err.key == key and ("may not contain" in str(err) or "must not be empty" in str(err))
+
+
+def test_overlay_limits_are_the_ones_render_overlay_accepts(tmp_path):
+    err = error_of(write(tmp_path, "alerts:\n  overlay_max_side: 15\n"))
+    assert err.key == "alerts.overlay_max_side" and "must be 16 or more, got 15" in str(err)
+    assert load_config(write(tmp_path, "alerts:\n  overlay_max_side: 16\n  overlay_quality: 1\n"))

@@ -214,9 +214,10 @@ def _listening(port: int) -> bool:
 
 @pytest.mark.parametrize("override, key, words", [
     ({"intake.dicom.ae_title": "A_TITLE_LONGER_THAN_16"}, "intake.dicom.ae_title", "not a DICOM AE title"),
-    ({"intake.dicom.allowed_calling_aes": ["OK", ""]}, "intake.dicom.allowed_calling_aes[1]", "AE title"),
+    ({"intake.dicom.allowed_calling_aes": ["OK", ""]}, "intake.dicom.allowed_calling_aes", "item 1"),
     ({"intake.dicom.sop_classes": ["cr", "ct"]}, "intake.dicom.sop_classes", "'ct' is not known"),
     ({"intake.dicom.transfer_syntaxes": []}, "intake.dicom.transfer_syntaxes", "at least one"),
+    ({"intake.dicom.max_associations": 0}, "intake.dicom.max_associations", "1 or more"),
     ({"intake.dicom.max_pdu": 100}, "intake.dicom.max_pdu", "4096 or more"),
     ({"intake.dicom.port": 70000}, "intake.dicom.port", "1..65535"),
     ({"pacs.enabled": True, "pacs.host": "pacs"}, "pacs.called_ae", "not a DICOM AE title"),

@@ -52,7 +52,9 @@ def test_onnxruntime_backend_warns_about_tensorrt_and_checks_the_rest(settings):
     assert line(text, "model:classifier")[0].startswith("OK")
     assert line(text, "engines")[0].startswith("OK")          # not needed for onnxruntime
     assert line(text, "capture")[0].startswith("OK")
-    assert line(text, "parity:segmenter")[0].startswith("OK") and "generated phantom" in text
+    # the configured model is the FP32 reference: no "max abs 0" for FP32 against itself
+    parity = line(text, "parity:segmenter")[0]
+    assert parity.startswith("OK") and "nothing to compare" in parity and "max abs" not in parity
     broker = line(text, "broker")[0]
     assert broker.startswith("FAIL") and "cannot connect" in broker and "fix:" in text
     assert code == 1
@@ -84,10 +86,14 @@ def test_unwritable_capture_folder_fails(settings):
 def test_int8_variant_parity_against_its_fp32_source(settings):
     from build_engine.cpu_variant import build_cpu_int8
     from build_engine.profiles import load_profile
-    build_cpu_int8(settings.models.classifier, load_profile("cpu"), progress=None)
+    fp32 = settings.models.classifier
+    build_cpu_int8(fp32, load_profile("cpu"), progress=None)
     settings.models.classifier = settings.models.classifier[:-5] + ".int8.onnx"
     _, text = doctor(settings)
-    assert "onnxruntime int8 vs FP32" in line(text, "parity:classifier")[0]
+    parity = line(text, "parity:classifier")[0]
+    assert "onnxruntime int8 vs FP32 (%s)" % os.path.basename(fp32) in parity and "generated phantom" in parity
+    diff = float(parity.split("max prob diff ")[1].split()[0])
+    assert diff > 0          # a real comparison: INT8 is not bit-identical to FP32
 
 
 @pytest.mark.skipif(not os.path.exists(MOSQUITTO), reason="mosquitto not installed")
@@ -107,3 +113,72 @@ def test_reachable_broker_is_ok(settings, tmp_path):
         proc.terminate()
         proc.wait(5)
     assert line(text, "broker")[0].startswith("OK")
+
+
+# -- the broker, as the appliance meets it: TLS, credentials, a publish with PUBACK ----------
+
+needs_passwd = pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd not installed")
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl CLI not installed")
+
+
+def password_file(tmp_path):
+    path = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(path), "cart", "s3cret-Pw"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return str(path)
+
+
+def use_broker(settings, broker, tmp_path, password=None, **tls):
+    settings.mqtt.port = broker.port
+    if password is not None:
+        secret = tmp_path / "mqtt.secret"
+        secret.write_text(password + "\n")
+        settings.mqtt.username, settings.mqtt.password_file = "cart", str(secret)
+    if tls:
+        settings.mqtt.tls.enabled = True
+        settings.mqtt.tls.ca_file = tls["ca_file"]
+
+
+@needs_passwd
+def test_wrong_password_fails_with_the_brokers_reason(settings, make_mosquitto, tmp_path):
+    broker = make_mosquitto(password_file=password_file(tmp_path))
+    use_broker(settings, broker, tmp_path, password="wrong-Pw")
+    code, text = doctor(settings)
+    broker_line = line(text, "broker")[0]
+    assert broker_line.startswith("FAIL") and "refused the connection" in broker_line
+    assert "Not authorized" in broker_line or "Bad user name or password" in broker_line
+    assert "user cart" in broker_line and "wrong-Pw" not in text and code == 1
+    use_broker(settings, broker, tmp_path, password="s3cret-Pw")
+    _, text = doctor(settings)
+    assert line(text, "broker")[0].startswith("OK") and "acknowledged" in line(text, "broker")[0]
+
+
+@needs_passwd
+@needs_openssl
+def test_tls_with_a_wrong_password_and_with_an_untrusted_ca(settings, make_mosquitto, tmp_path):
+    from tests.test_alerts_publisher import _make_certs
+    pki = _make_certs(tmp_path)
+    broker = make_mosquitto(password_file=password_file(tmp_path), tls=pki)
+    use_broker(settings, broker, tmp_path, password="wrong-Pw", ca_file=pki["cafile"])
+    _, text = doctor(settings)
+    broker_line = line(text, "broker")[0]
+    assert broker_line.startswith("FAIL") and "(TLS, user cart)" in broker_line
+    assert "refused the connection" in broker_line
+    use_broker(settings, broker, tmp_path, password="s3cret-Pw", ca_file=pki["cafile"])
+    _, text = doctor(settings)
+    assert line(text, "broker")[0].startswith("OK")
+    (tmp_path / "other").mkdir()
+    other = _make_certs(tmp_path / "other")     # a CA that did not sign the broker's certificate
+    use_broker(settings, broker, tmp_path, password="s3cret-Pw", ca_file=other["cafile"])
+    _, text = doctor(settings)
+    assert line(text, "broker")[0].startswith("FAIL") and "TLS handshake" in line(text, "broker")[0]
+
+
+def test_a_publish_the_brokers_acl_drops_is_a_failure(settings, make_mosquitto, tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite somewhere/else/#\n")
+    broker = make_mosquitto(extra=["acl_file %s" % acl])
+    use_broker(settings, broker, tmp_path)
+    _, text = doctor(settings)
+    broker_line = line(text, "broker")[0]
+    assert broker_line.startswith("FAIL") and "refused our publish" in broker_line and "Not authorized" in broker_line

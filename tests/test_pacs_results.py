@@ -8,6 +8,7 @@ import time
 import os
 import subprocess
 
+import cv2
 import numpy as np
 import pydicom
 import pytest
@@ -59,7 +60,8 @@ def overlay_jpeg() -> bytes:
 def test_the_objects_join_the_source_study_with_only_the_patient_data_it_had(tmp_path):
     path, src = source(tmp_path)
     want = pydicom.dcmread(path)
-    sc = overlay_sc(src, ALERT, overlay_jpeg())
+    jpeg = overlay_jpeg()
+    sc = overlay_sc(src, ALERT, jpeg)
     sr = report_sr(src, ALERT, overlay_uid=sc.SOPInstanceUID)
     for ds in (sc, sr):
         assert ds.StudyInstanceUID == want.StudyInstanceUID
@@ -70,7 +72,8 @@ def test_the_objects_join_the_source_study_with_only_the_patient_data_it_had(tmp
         assert ds.PatientSex == "" and "PatientAddress" not in ds and "OtherPatientIDs" not in ds
     assert sc.SOPClassUID == SECONDARY_CAPTURE and sr.SOPClassUID == ENHANCED_SR
     assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == want.SOPInstanceUID
-    assert (sc.Rows, sc.Columns, sc.SamplesPerPixel) == (300, 240, 3)
+    h, w = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    assert (sc.Rows, sc.Columns, sc.SamplesPerPixel) == (h, w, 3) and w == 240   # the overlay as rendered
     ref = sr.CurrentRequestedProcedureEvidenceSequence[0]
     assert ref.StudyInstanceUID == want.StudyInstanceUID
     assert ref.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == want.SOPInstanceUID

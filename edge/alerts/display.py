@@ -46,9 +46,25 @@ def format_alert(payload: Dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+def _one_line(value: Any) -> str:
+    """Text from the wire, safe on one terminal line: control characters escaped (a newline in a
+    file name must not forge a line) and a value with spaces quoted."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(value))
+    return '"%s"' % text if " " in text else text
+
+
 def format_event(payload: Dict[str, Any]) -> str:
-    return "  ".join([_clock(payload), _where(payload), "EVENT %s" % payload.get("kind"),
-                      str(payload.get("message", ""))])
+    fields = payload.get("fields") or {}
+    if not isinstance(fields, dict):
+        fields = {}
+    parts = [_clock(payload), _where(payload), "EVENT %s" % payload.get("kind")]
+    for label, key in (("file", "file_name"), ("code", "code")):
+        value = fields.get(key, payload.get(key))
+        if value not in (None, ""):
+            parts.append("%s=%s" % (label, _one_line(value)))
+    message = "".join(c if c.isprintable() else " " for c in str(payload.get("message", "")))
+    parts.append(message)
+    return "  ".join(parts)
 
 
 def format_status(payload: Dict[str, Any]) -> str:
@@ -92,7 +108,14 @@ def run_display(settings: MqttSettings, topics_filter: str = "+/+", out: TextIO 
                 outcome["rc"] = 2
                 done.set()
             return
+        outcome.pop("unreachable", None)
         client.subscribe([(f, 1) for f in filters.values()])
+
+    def on_connect_fail(client, userdata):
+        if not outcome.get("unreachable"):      # say it once, not at every retry
+            outcome["unreachable"] = True
+            emit("cannot connect to %s:%d%s; retrying (Ctrl-C to stop)" % (
+                settings.host, settings.port, " (TLS)" if settings.tls.enabled else ""))
 
     def on_message(client, userdata, msg):
         leaf = msg.topic.rsplit("/", 1)[-1]
@@ -118,8 +141,10 @@ def run_display(settings: MqttSettings, topics_filter: str = "+/+", out: TextIO 
                          client_id=settings.client_id and settings.client_id + "-display" or "",
                          protocol=mqtt.MQTTv311)
     configure_client(client, settings)
-    client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)
+    # a person is watching: retry at most 5 s apart, not the appliance's long backoff
+    client.reconnect_delay_set(min(settings.reconnect_min_s, 1.0), min(settings.reconnect_max_s, 5.0))
     client.on_connect = on_connect
+    client.on_connect_fail = on_connect_fail
     client.on_message = on_message
     client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
     client.loop_start()

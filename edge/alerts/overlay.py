@@ -1,9 +1,11 @@
 """The overlay JPEG a display shows next to the alert.
 
 A pure function: the radiograph downsized, the finding outlined and lightly
-filled, its box, and a banner saying what was found and, for models that are
-not validated, that it is not for clinical use. Hershey fonts are ASCII only,
-hence "cm2" and "-" in the banner.
+filled (unless the display draws it itself from finding.contours), its box,
+and a banner saying what was found and, for models that are not validated,
+that it is not for clinical use. The banner is a strip added ABOVE the
+radiograph, never painted over it: the apices are where a pneumothorax
+shows first. Hershey fonts are ASCII only, hence "cm2" and "-" in the banner.
 """
 from typing import List, Tuple
 
@@ -73,35 +75,37 @@ def _wrap(text: str, max_width: int, font: int, font_scale: float, thickness: in
     return lines + ([current] if current else [])
 
 
-def _draw_banner(canvas: np.ndarray, text: str, positive: bool) -> None:
-    h, w = canvas.shape[:2]
+def _banner_strip(width: int, text: str, positive: bool) -> np.ndarray:
+    """A BGR strip `width` wide holding the wrapped banner text."""
     font = cv2.FONT_HERSHEY_SIMPLEX
-    font_scale = max(0.4, w / 1200.0)
+    font_scale = max(0.4, width / 1200.0)
     thickness = max(1, int(round(font_scale * 2)))
     margin = max(4, int(8 * font_scale))
-    lines = _wrap(text, w - 2 * margin, font, font_scale, thickness)
+    lines = _wrap(text, width - 2 * margin, font, font_scale, thickness)
     line_h = cv2.getTextSize("Ag", font, font_scale, thickness)[0][1] + margin
-    banner_h = min(h, line_h * len(lines) + margin)
     colour = POSITIVE_BANNER_BGR if positive else NEGATIVE_BANNER_BGR
-    cv2.rectangle(canvas, (0, 0), (w - 1, banner_h - 1), colour, thickness=-1)
+    strip = np.empty((line_h * len(lines) + margin, width, 3), np.uint8)
+    strip[:] = colour
     for i, line in enumerate(lines):
-        y = (i + 1) * line_h
-        cv2.putText(canvas, line, (margin, y), font, font_scale, (255, 255, 255),
+        cv2.putText(strip, line, (margin, (i + 1) * line_h), font, font_scale, (255, 255, 255),
                     thickness, cv2.LINE_AA)
+    return strip
 
 
 def render_overlay(image: Image, finding: Finding, label: str = "",
-                   max_side: int = 1024, quality: int = 85) -> bytes:
-    """JPEG bytes of the radiograph (longest side <= max_side) with the finding drawn.
+                   max_side: int = 1024, quality: int = 85, draw_region: bool = True) -> bytes:
+    """JPEG bytes: the banner strip, then the radiograph (longest side <= max_side).
 
     label: appended to the banner (e.g. schema.use_warning(intended_use)).
-    Contours and bbox are in original-image pixels and are scaled here.
+    draw_region: paint the finding's contours, fill and box into the pixels;
+    False leaves the radiograph clean for a display that draws the region
+    itself (and can hide it). Contours and bbox are in original-image pixels.
     """
     if max_side < 16 or not 1 <= quality <= 100:
         raise AlertError("overlay max_side must be >= 16 and quality 1..100")
     scale = min(1.0, float(max_side) / max(image.height, image.width))
     canvas = _to_bgr(image.pixels, scale)
-    if finding.pneumothorax:
+    if finding.pneumothorax and draw_region:
         contours = _scaled(finding.contours, scale)
         if contours:
             fill = canvas.copy()
@@ -113,7 +117,8 @@ def render_overlay(image: Image, finding: Finding, label: str = "",
             x, y, bw, bh = (int(round(v * scale)) for v in finding.bbox)
             cv2.rectangle(canvas, (x, y), (x + max(bw - 1, 0), y + max(bh - 1, 0)), BOX_BGR,
                           thickness=max(1, int(round(max(canvas.shape[:2]) / 600.0))))
-    _draw_banner(canvas, banner_text(finding, label), finding.pneumothorax)
+    strip = _banner_strip(canvas.shape[1], banner_text(finding, label), finding.pneumothorax)
+    canvas = np.vstack([strip, canvas])
     ok, buf = cv2.imencode(".jpg", canvas, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
     if not ok:
         raise AlertError("JPEG encoding of the overlay failed")

@@ -79,7 +79,9 @@ class Publisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         self._client = client
+        self.on_ack = None   # type: Optional[Callable[[bytes], None]]  set to receive display acks
 
     def __repr__(self) -> str:
         return "Publisher(%s:%d, %s, user=%s)" % (self.settings.host, self.settings.port,
@@ -198,6 +200,12 @@ class Publisher:
             self._cond.notify_all()
         log.info("MQTT connected to %s:%d as %s (%s)", self.settings.host, self.settings.port,
                  self.client_id, reason_code)
+        if self.on_ack is not None:
+            client.subscribe(self.topics.ack, qos=1)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        if self.on_ack is not None and msg.topic == self.topics.ack:
+            self.on_ack(bytes(msg.payload))   # queues only (edge.alerts.acks)
 
     def _on_connect_fail(self, client, userdata) -> None:
         with self._cond:

@@ -13,6 +13,9 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
+import cv2
+import numpy as np
+
 from edge.errors import AlertError
 from edge.types import Image, ModelInfo, Result
 
@@ -21,7 +24,12 @@ SCHEMA_VERSION = 1
 # Least to most trustworthy; an alert is only as validated as its weakest model.
 INTENDED_USE_ORDER = ("untrained", "demo", "validated")
 OPTIONAL_IDENTIFIERS = ("accession_number",)
-EVENT_KINDS = ("rejected", "duplicate", "fault", "recovered", "started", "stopping")
+EVENT_KINDS = ("rejected", "duplicate", "fault", "recovered", "started", "stopping",
+               "escalated")
+# finding.contours stays small whatever the mask looks like: a display draws it
+# and every alert carries it (docs/ALERTS.md).
+MAX_ALERT_POLYGONS = 8
+MAX_ALERT_POINTS = 100          # per polygon
 
 
 def utc_iso(moment: Optional[datetime] = None) -> str:
@@ -71,6 +79,29 @@ def use_warning(intended_use: str) -> str:
     return "UNTRAINED MODEL, NOT FOR CLINICAL USE"
 
 
+def bounded_contours(contours: Sequence[Sequence[Sequence[int]]],
+                     max_polygons: int = MAX_ALERT_POLYGONS,
+                     max_points: int = MAX_ALERT_POINTS) -> List[List[List[int]]]:
+    """The largest `max_polygons` polygons (by area), each simplified with
+    Douglas-Peucker until it has at most `max_points` points; fewer than 3
+    points is not a region and is dropped. Pixel coordinates are kept."""
+    polys = []
+    for contour in contours:
+        pts = np.asarray(contour, dtype=np.int32).reshape(-1, 1, 2)
+        if len(pts) >= 3:
+            polys.append(pts)
+    polys.sort(key=lambda c: cv2.contourArea(c), reverse=True)
+    out = []
+    for pts in polys[:max_polygons]:
+        eps = 1.0
+        while len(pts) > max_points:
+            pts = cv2.approxPolyDP(pts, eps, True)
+            eps *= 1.5
+        if len(pts) >= 3:
+            out.append([[int(x), int(y)] for x, y in pts.reshape(-1, 2)])
+    return out
+
+
 def _num(value: Optional[float], digits: int) -> Optional[float]:
     return None if value is None else round(float(value), digits)
 
@@ -118,6 +149,7 @@ def build_alert(result: Result, image: Image, *, file_name: str, file_sha256: st
             "area_cm2": _num(f.area_cm2, 2),
             "side": f.side,
             "bbox": [int(v) for v in f.bbox] if f.bbox is not None else None,
+            "contours": bounded_contours(f.contours) if f.pneumothorax else [],
             "segmenter_skipped": bool(f.segmenter_skipped),
             "reasons": list(f.reasons),
         },
@@ -154,6 +186,36 @@ def build_event(kind: str, message: str, *, site: str, device: str,
         "message": message,
         "fields": dict(fields),
     }
+
+
+MAX_INITIALS = 8
+
+
+def build_ack(alert_id: str, display_id: str, initials: str = "",
+              acked_at: Optional[datetime] = None) -> Dict[str, Any]:
+    """What a display publishes on <prefix>/<site>/<device>/ack when a nurse
+    acknowledges an alert. Initials are optional, short and free text; they
+    are the nurse's, never the patient's."""
+    return check_ack({"schema_version": SCHEMA_VERSION, "alert_id": alert_id,
+                      "display_id": display_id, "acked_at": utc_iso(acked_at),
+                      "initials": (initials or "").strip() or None})
+
+
+def check_ack(payload: Dict[str, Any]) -> Dict[str, Any]:
+    """An ack payload as received, validated (AlertError says what is wrong)."""
+    alert_id = payload.get("alert_id")
+    if not isinstance(alert_id, str) or len(alert_id) != 32 or not all(
+            c in "0123456789abcdef" for c in alert_id):
+        raise AlertError("ack alert_id must be 32 lower-case hex digits, got %r" % (alert_id,))
+    display_id = payload.get("display_id")
+    if not isinstance(display_id, str) or not display_id or len(display_id) > 128:
+        raise AlertError("ack display_id must be a non-empty string of at most 128 characters")
+    initials = payload.get("initials")
+    if initials is not None and (not isinstance(initials, str) or len(initials) > MAX_INITIALS):
+        raise AlertError("ack initials must be at most %d characters" % MAX_INITIALS)
+    if not isinstance(payload.get("acked_at"), str):
+        raise AlertError("ack acked_at must be an ISO-8601 time")
+    return payload
 
 
 def encode(payload: Dict[str, Any]) -> bytes:

@@ -3,13 +3,14 @@
 Site and device become topic levels, so they must not contain the MQTT
 wildcards `+` `#` or the level separator `/`: a device named "cart/1" would
 publish where no display listens, and "cart+" could never be subscribed to.
+load_config refuses such names (with the file and line), so Topics takes
+them as given.
 """
 from typing import Optional
 
 from edge.errors import AlertError
 
 _FORBIDDEN = ("+", "#", "/")
-LEAVES = ("alert", "status", "event")
 
 
 def _check_level(what: str, value: str) -> str:
@@ -23,16 +24,13 @@ def _check_level(what: str, value: str) -> str:
 
 
 class Topics:
-    """The topics one device publishes to."""
+    """The topics one device publishes to; prefix, site and device come from
+    Settings, where load_config has checked them."""
 
     def __init__(self, prefix: str, site: str, device: str):
-        prefix = (prefix or "").strip("/")
-        if not prefix or "+" in prefix or "#" in prefix:
-            raise AlertError("topic prefix %r must be non-empty and contain no + or #" % prefix)
-        self.prefix = prefix
-        self.site = _check_level("site", site)
-        self.device = _check_level("device", device)
-        self.base = "%s/%s/%s" % (prefix, site, device)
+        self.prefix = (prefix or "").strip("/")
+        self.site, self.device = site, device
+        self.base = "%s/%s/%s" % (self.prefix, site, device)
 
     @property
     def alert(self) -> str:
@@ -45,6 +43,11 @@ class Topics:
     @property
     def event(self) -> str:
         return self.base + "/event"
+
+    @property
+    def ack(self) -> str:
+        """Displays publish acknowledgements here; the appliance subscribes."""
+        return self.base + "/ack"
 
     def overlay(self, alert_id: str) -> str:
         return self.base + "/overlay/" + _check_level("alert_id", alert_id)

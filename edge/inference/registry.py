@@ -14,13 +14,9 @@ from edge.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnxruntime", "tensorrt", "auto")
-
 
 def resolve_backend_name(settings: ModelSettings) -> Tuple[str, str]:
-    """(backend actually used, why)."""
-    if settings.backend not in BACKENDS:
-        raise BackendUnavailable("unknown backend %r (choose one of %s)" % (settings.backend, ", ".join(BACKENDS)))
+    """(backend actually used, why); load_config has checked settings.backend against BACKENDS."""
     if settings.backend != "auto":
         return settings.backend, "configured"
     from edge.inference.tensorrt import tensorrt_available

@@ -15,6 +15,7 @@ import numpy as np
 from edge.errors import BackendUnavailable, ModelError
 from edge.inference.backend import Backend
 from edge.inference.buffers import BufferPlan, TensorDesc, check_input, plan_buffers
+from edge.inference.device_profile import profile_precision
 from edge.inference.engine_sidecar import (DeviceFacts, EngineSidecar, check_sidecar, find_engine,
                                            model_stem, read_l4t_release, read_sidecar, rebuild_command,
                                            sidecar_path)
@@ -73,24 +74,6 @@ def device_facts() -> DeviceFacts:
     except Exception:
         pass
     return DeviceFacts(trt_version, cuda_version, l4t_version(), cc, name, dla)
-
-
-def read_profile_precision(profile_name: str, role: str) -> Optional[str]:
-    """The precision a device profile asks for this model role (None when unknown).
-
-    edge may not import build_engine, so this reads only `models.<role>.precision`;
-    build_engine validates the whole profile.
-    """
-    import yaml
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    for base in (os.getcwd(), here):
-        path = profile_name if profile_name.endswith(".yaml") else os.path.join(
-            base, "config", "devices", profile_name + ".yaml")
-        if os.path.isfile(path):
-            with open(path, "r", encoding="utf-8") as fh:
-                data = yaml.safe_load(fh) or {}
-            return ((data.get("models") or {}).get(role) or {}).get("precision")
-    return None
 
 
 class TrtRunner(object):
@@ -206,7 +189,7 @@ class TensorRTBackend(Backend):
         ok, why = tensorrt_available()
         stem = model_stem(manifest.model_path)
         role = ROLE_OF_TASK.get(manifest.task, stem)
-        wanted = read_profile_precision(settings.device_profile, role)
+        wanted = profile_precision(settings.device_profile, role)
         engine, found = find_engine(settings.engine_dir, stem, settings.device_profile, wanted)
         command = rebuild_command(manifest.model_path, settings.device_profile, wanted or "fp16", settings.engine_dir)
         if not ok:
