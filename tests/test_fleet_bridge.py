@@ -106,16 +106,16 @@ def test_an_ack_published_at_the_hospital_reaches_the_cart(make_mosquitto):
     hospital = make_mosquitto(persistence=True)
     topics = Topics("pneumo", "ward-4", "cart-7")
     cart = cart_broker(make_mosquitto, hospital, topics)
-    with Subscriber(cart.port, [topics.base + "/ack/#"]) as on_cart:
+    with Subscriber(cart.port, [topics.ack]) as on_cart:
         with Subscriber(hospital.port, [topics.base + "/bridge"]) as watch:   # the bridge is up
             assert watch.wait_for(lambda s: any(m.payload == b"1" for m in s.messages), 20)
         client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
         client.connect("127.0.0.1", hospital.port)
         client.loop_start()
-        client.publish(topics.base + "/ack/abc123", b'{"alert_id": "abc123"}', qos=1).wait_for_publish(10)
+        client.publish(topics.ack, b'{"alert_id": "abc123"}', qos=1).wait_for_publish(10)
         client.disconnect()
         client.loop_stop()
-        assert on_cart.wait_for(lambda s: s.on(topics.base + "/ack/abc123"), 20)
+        assert on_cart.wait_for(lambda s: s.on(topics.ack), 20)
 
 
 def test_the_bridge_config_printed_for_a_cart(tmp_path, capsys):
@@ -125,6 +125,6 @@ def test_the_bridge_config_printed_for_a_cart(tmp_path, capsys):
                         "--remote-cafile", "/etc/mosquitto/ca.crt"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "connection pneumo-ward-4-cart-7" in out and "cleansession false" in out
-    assert "topic pneumo/ward-4/cart-7/alert out 1" in out and "topic pneumo/ward-4/cart-7/ack/# in 1" in out
+    assert "topic pneumo/ward-4/cart-7/alert out 1" in out and "topic pneumo/ward-4/cart-7/ack in 1" in out
     assert "bridge_cafile /etc/mosquitto/ca.crt" in out and "max_queued_messages 100000" in out
     assert not any(line.startswith("topic pneumo/ward-4/cart-7/# ") for line in out)   # no echo loop

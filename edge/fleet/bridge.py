@@ -5,7 +5,7 @@ with no hospital network); the bridge forwards this cart's topics to the
 hospital broker and brings acknowledgements back:
 
     out  <prefix>/<site>/<device>/{alert,status,event,overlay/#}   QoS 1
-    in   <prefix>/<site>/<device>/ack/#                             QoS 1
+    in   <prefix>/<site>/<device>/ack                               QoS 1
 
 cleansession false: the hospital broker keeps the bridge's session (its "in"
 subscription and QoS 1 messages in flight) across disconnects, and the cart's
@@ -25,7 +25,7 @@ from typing import List, Optional
 from edge.alerts.topics import Topics
 
 OUT_LEAVES = ("alert", "status", "event", "overlay/#")
-IN_LEAVES = ("ack/#",)
+IN_LEAVES = ("ack",)          # displays at the hospital acknowledge here (Topics.ack)
 
 
 def bridge_lines(topics: Topics, remote_host: str, remote_port: int, *,
