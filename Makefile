@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-runtime
 MSTAMP  := $(VENV)/.installed-models
 PIP     := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto openjpeg chromium clean fuzz
+.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto openjpeg chromium hospital-tools clean fuzz
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -61,12 +61,30 @@ chromium:
 	  echo "chromium is not installed and cannot be: the display's browser tests will skip" >&2; \
 	fi
 
+# Orthanc (a real PACS) and dcmtk (storescu/echoscu, the cart's side) for the DICOM tests;
+# those tests skip where these cannot be installed. The tests start their own Orthanc on
+# free loopback ports; the package's system service is not used.
+hospital-tools:
+	@missing=""; \
+	test -x /usr/sbin/Orthanc || command -v Orthanc >/dev/null 2>&1 || missing="$$missing orthanc"; \
+	test -x /usr/bin/storescu || missing="$$missing dcmtk"; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing$$missing (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+	  echo "note:$$missing not installed (sudo apt-get install$$missing); the PACS/DICOM tests will skip" >&2; \
+	fi
+
 # The appliance on its embedded defaults: bundled models on ONNX Runtime, a local
 # mosquitto on 127.0.0.1:1883 (started if none is listening), ./capture, ./state.
 run: venv mosquitto openjpeg
 	$(BIN)/pneumo-edge run --config config/edge.yaml --start-broker --with-display
 
-test: venv-models mosquitto chromium openjpeg
+test: venv-models mosquitto chromium openjpeg hospital-tools
 	$(BIN)/vermin -t=3.8- --no-tips --violations --eval-annotations edge build_engine
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-floor
@@ -83,6 +101,7 @@ RUNTIME_TESTS := tests/test_decode*.py tests/test_capture_*.py tests/test_config
 	tests/test_cli.py tests/test_localbroker.py tests/test_web_*.py tests/test_attacks_*.py tests/test_inference_threads.py
 # edge reads device profiles too (engine precision); one copy of each test helper module.
 RUNTIME_TESTS += tests/test_build_engine_profiles.py tests/test_helpers_import.py
+RUNTIME_TESTS += tests/test_dicom_*.py tests/test_pacs_*.py tests/test_fleet_*.py
 venv-floor: $(FSTAMP)
 $(FSTAMP): requirements/floor-py38.txt
 	@test -x $(FLOOR)/bin/python || $(PY) -m venv $(FLOOR)
@@ -90,9 +109,9 @@ $(FSTAMP): requirements/floor-py38.txt
 	  pytest onnx==1.14.1 psutil
 	@touch $@
 
-test-floor: venv-floor mosquitto openjpeg
+test-floor: venv-floor mosquitto openjpeg hospital-tools
 	@echo "runtime tests on the dependency floor:"; $(FLOOR)/bin/python -m pip list 2>/dev/null | \
-	  grep -iE '^(numpy|pydicom|opencv-python-headless|paho-mqtt|onnxruntime|pylibjpeg.*|PyYAML|glymur) '
+	  grep -iE '^(numpy|pydicom|pynetdicom|opencv-python-headless|paho-mqtt|onnxruntime|pylibjpeg.*|PyYAML|glymur) '
 	PYTHONPATH=$(CURDIR) $(FLOOR)/bin/python -m pytest -q -p no:cacheprovider $(RUNTIME_TESTS)
 
 # Without torch: the runtime's own tests only.

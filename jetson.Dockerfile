@@ -33,7 +33,7 @@ RUN python3 -m pip install --no-cache-dir "pip<24.1" \
     && python3 -m pip install --no-cache-dir /wheels/pycuda-*.whl \
         "numpy==1.24.4" "opencv-python-headless==4.8.1.78" "pydicom==2.4.4" "pylibjpeg==1.4.0" \
         "pylibjpeg-openjpeg==2.0.0" "pylibjpeg-libjpeg==2.0.0" "paho-mqtt==2.1.0" "PyYAML==6.0.1" \
-        "onnx==1.14.1" "onnxruntime==1.16.3" "glymur==0.13.6" \
+        "onnx==1.14.1" "onnxruntime==1.16.3" "glymur==0.13.6" "pynetdicom==2.0.2" \
     && rm -rf /wheels
 
 RUN groupadd --system pneumo-edge && useradd --system --gid pneumo-edge --groups video \

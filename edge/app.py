@@ -47,6 +47,7 @@ from edge.capture.retry import Deferred, RetryQueue
 from edge.capture.watcher import Watcher
 from edge.decode import decode_bytes
 from edge.errors import CorruptImage, DecodeError, NotAnImage, PneumoEdgeError
+from edge.hospital import HospitalLinks
 from edge.inference.manifest import load_manifest
 from edge.inference.registry import create_backend, resolve_backend_name
 from edge.pipeline import Pipeline, Prepared
@@ -107,6 +108,7 @@ class Appliance:
         self.folders = CaptureFolders(settings.capture.dir, settings.capture)
         self.topics = Topics(settings.mqtt.topic_prefix, settings.site, settings.device)
         self.watcher = None  # type: Optional[Watcher]
+        self.hospital = HospitalLinks(settings, self.store, self.folders)   # DICOM in, results to PACS
         self._stop = threading.Event()
         self._threads = []  # type: List[threading.Thread]
         self._handoff = queue.Queue(maxsize=1)  # type: queue.Queue
@@ -168,6 +170,7 @@ class Appliance:
             "disk": self.disk.status(),
             "waiting_retry": len(self._retries),
             "inference_threads": self.pipeline.thread_report(),
+            "hospital": self.hospital.status(),
         }
 
     # -- lifecycle ------------------------------------------------------
@@ -183,12 +186,14 @@ class Appliance:
                          threading.Thread(target=self._inference_loop, name="inference", daemon=True)]
         for t in self._threads:
             t.start()
+        self.hospital.start()
         log.info("watching %s (%s); alerts to %s:%d under %s", self.folders.incoming, self.watcher.mode,
                  self.settings.mqtt.host, self.settings.mqtt.port, self.topics.base)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the image in hand, then say goodbye on MQTT."""
         self._stop.set()
+        self.hospital.stop()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
@@ -501,9 +506,11 @@ class Appliance:
                             identify_by=self.settings.alerts.identify_by,
                             topics=self.topics if overlay is not None else None)
         t4 = time.perf_counter()
+        pacs = self.hospital.prepare(claimed, image, alert, overlay)
         with self.store.transaction() as conn:
             self.outbox.enqueue_alert(conn, self.topics, alert, overlay)
             self.acks.record_alert(conn, alert)
+            self.hospital.enqueue(conn, pacs)
             self.ledger.mark_done(conn, claimed.sha256, alert["alert_id"])
         timings["outbox_ms"] = (time.perf_counter() - t4) * 1000.0
         self.folders.finish(claimed)

@@ -70,8 +70,21 @@ def _threads(value: Any) -> Optional[str]:
     return None
 
 
+def _ae_title(value: str) -> Optional[str]:
+    if not value.strip() or len(value) > 16 or "\\" in value or not value.isprintable():
+        return "%r is not a DICOM AE title (1-16 printable characters, no backslash)" % value
+    return None
+
+
+def _max_pdu(value: int) -> Optional[str]:
+    if value != 0 and value < 4096:
+        return "must be 0 (unlimited) or 4096 or more, got %d" % value
+    return None
+
+
 # The checks a settings field names with metadata={"format": ...}.
 FORMATS = {"topic_level": _topic_level, "topic_prefix": _topic_prefix,
+           "ae_title": _ae_title, "max_pdu": _max_pdu,
            "profile_name": _profile_name, "threads": _threads}
 
 
@@ -168,6 +181,8 @@ class _Validator:
                             % (s.decode.max_side, s.decode.min_side))
         self.mqtt()
         self.display()
+        self.intake_dicom()
+        self.pacs()
         if self.check_files:
             self.files()
 
@@ -201,6 +216,39 @@ class _Validator:
         if bool(d.tls.cert_file) != bool(d.tls.key_file):
             raise self.fail(self.blame("display.tls.key_file", "display.tls.cert_file"),
                             "set both display.tls.cert_file and display.tls.key_file, or neither")
+
+    def intake_dicom(self) -> None:
+        from edge.intake.names import SOP_CLASSES, TRANSFER_SYNTAXES
+        d = self.s.intake.dicom
+        for i, ae in enumerate(d.allowed_calling_aes):
+            problem = _ae_title(ae)
+            if problem:
+                raise self.fail("intake.dicom.allowed_calling_aes", "item %d: %s" % (i, problem))
+        for key, table in (("sop_classes", SOP_CLASSES), ("transfer_syntaxes", TRANSFER_SYNTAXES)):
+            values = getattr(d, key)
+            if not values:
+                raise self.fail("intake.dicom." + key, "must list at least one of: %s" % ", ".join(table))
+            for value in values:
+                if value not in table:
+                    raise self.fail("intake.dicom." + key, "%r is not known; use any of: %s"
+                                    % (value, ", ".join(table)))
+
+    def pacs(self) -> None:
+        p = self.s.pacs
+        if p.retry_max_s < p.retry_min_s:
+            raise self.fail(self.blame("pacs.retry_max_s", "pacs.retry_min_s"),
+                            "pacs.retry_max_s (%g) is smaller than pacs.retry_min_s (%g)"
+                            % (p.retry_max_s, p.retry_min_s))
+        if not p.enabled:
+            return
+        if not p.host.strip():
+            raise self.fail("pacs.host", "PACS results are on (pacs.enabled) but pacs.host is not set")
+        problem = _ae_title(p.called_ae)
+        if problem:
+            raise self.fail("pacs.called_ae", problem)
+        if not (p.send_overlay or p.send_report):
+            raise self.fail(self.blame("pacs.send_overlay", "pacs.send_report"),
+                            "PACS results are on but neither the overlay nor the report is sent")
 
     def files(self) -> None:
         """Files the runtime will need must exist now, so check-config says so.
@@ -275,6 +323,14 @@ def describe(settings: Settings) -> str:
     else:
         lines.append("auth:        off")
     lines.append("identify by: %s" % (", ".join(s.alerts.identify_by) or "nothing (default)"))
+    d = s.intake.dicom
+    lines.append("DICOM in:    %s" % ("AE %s on %s:%d, calling AEs: %s" % (
+        d.ae_title, d.bind_address, d.port, ", ".join(d.allowed_calling_aes) or "ANY")
+        if d.listen else "off"))
+    p = s.pacs
+    lines.append("to PACS:     %s" % ("%s@%s:%d (%s)" % (p.called_ae, p.host, p.port, ", ".join(
+        w for w, on in (("overlay SC", p.send_overlay), ("SR report", p.send_report)) if on))
+        if p.enabled else "off"))
     lines.append("log level:   %s" % s.log_level)
     return "\n".join(lines)
 

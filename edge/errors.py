@@ -90,3 +90,11 @@ class StoreError(PneumoEdgeError):
 
 class AlertError(PneumoEdgeError):
     pass
+
+
+class IntakeError(PneumoEdgeError):
+    """The DICOM receiver cannot start or cannot store a received instance."""
+
+
+class PacsError(PneumoEdgeError):
+    """A result cannot be built or sent to PACS."""

@@ -131,6 +131,52 @@ class DisplaySettings:
     predict: bool = True                 # serve the upload page and POST /api/v1/predict
 
 
+_AE = {"format": "ae_title"}
+_PORT = {"ge": 1, "le": 65535}
+
+
+@dataclass
+class DicomIntakeSettings:
+    """DICOM C-STORE receiver (edge/intake): films pushed by the cart or PACS."""
+    listen: bool = False
+    ae_title: str = field(default="PNEUMO_EDGE", metadata=_AE)
+    port: int = field(default=11112, metadata=_PORT)
+    bind_address: str = field(default="0.0.0.0", metadata={"nonempty": True})
+    # Lists are checked item by item in config._Validator.intake_dicom.
+    allowed_calling_aes: List[str] = field(default_factory=list)   # empty = any calling AE
+    sop_classes: List[str] = field(default_factory=lambda: [       # edge/intake/names.py
+        "cr", "dx_presentation", "dx_processing", "secondary_capture"])
+    transfer_syntaxes: List[str] = field(default_factory=lambda: [
+        "explicit_le", "implicit_le", "jpeg_baseline", "jpeg_lossless", "jpeg2000", "rle"])
+    max_associations: int = field(default=4, metadata={"ge": 1})
+    # Bytes per PDU we receive (0 = unlimited); 16 KiB PDUs cost an 8 MB film ~50 ms more
+    # in pure-Python pynetdicom.
+    max_pdu: int = field(default=1048576, metadata={"format": "max_pdu"})
+    acse_timeout_s: float = field(default=30.0, metadata=_POSITIVE)
+    dimse_timeout_s: float = field(default=60.0, metadata=_POSITIVE)
+    network_timeout_s: float = field(default=60.0, metadata=_POSITIVE)
+
+
+@dataclass
+class IntakeSettings:
+    dicom: DicomIntakeSettings = field(default_factory=DicomIntakeSettings)
+
+
+@dataclass
+class PacsSettings:
+    """Results back to PACS by C-STORE (edge/pacs): off by default."""
+    enabled: bool = False
+    host: str = ""
+    port: int = field(default=104, metadata=_PORT)
+    called_ae: str = ""                  # the PACS's AE title (checked when enabled)
+    calling_ae: str = field(default="PNEUMO_EDGE", metadata=_AE)
+    send_overlay: bool = True            # Secondary Capture of the overlay
+    send_report: bool = True             # Enhanced SR with the finding
+    retry_min_s: float = field(default=2.0, metadata=_POSITIVE)
+    retry_max_s: float = field(default=300.0, metadata=_POSITIVE)
+    timeout_s: float = field(default=30.0, metadata=_POSITIVE)   # association, DIMSE and network timeouts
+
+
 @dataclass
 class Settings:
     site: str = field(default="demo-site", metadata={"format": "topic_level"})
@@ -144,4 +190,6 @@ class Settings:
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     display: DisplaySettings = field(default_factory=DisplaySettings)
+    intake: IntakeSettings = field(default_factory=IntakeSettings)
+    pacs: PacsSettings = field(default_factory=PacsSettings)
     source_file: Optional[str] = field(default=None, metadata={"internal": True})

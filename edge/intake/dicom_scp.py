@@ -1,0 +1,139 @@
+"""The C-STORE receiver (a DICOM Storage SCP) in front of the capture folder.
+
+A cart (or PACS, or a router) sends each film by C-STORE to our AE title
+(another called AE title is refused). Only the configured calling AE titles
+may associate (others are refused at association: "calling AE title not
+recognised"); only the configured image
+SOP classes and transfer syntaxes are accepted at negotiation. Each data set
+is checked (received.check_dataset), written durably into incoming/
+(spool.Spool) and only then answered with success. C-ECHO is answered.
+
+pynetdicom runs one thread per association (at most max_associations);
+this module is the thin adapter between it and the spool.
+"""
+import logging
+import threading
+from typing import Any, Dict, Optional
+
+from edge.capture.folders import CaptureFolders
+from edge.errors import IntakeError
+from edge.intake.names import SOP_CLASSES, TRANSFER_SYNTAXES, expand
+from edge.intake.received import OUT_OF_RESOURCES, SUCCESS, check_dataset
+from edge.intake.spool import Spool
+from edge.settings import DicomIntakeSettings
+
+log = logging.getLogger(__name__)
+
+VERIFICATION = "1.2.840.10008.1.1"
+
+
+class DicomReceiver:
+    def __init__(self, settings: DicomIntakeSettings, folders: CaptureFolders):
+        self.settings = settings
+        self.spool = Spool(folders)
+        self._server = None  # type: Any
+        self._lock = threading.Lock()
+        self._counts = {"stored": 0, "refused": 0}
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the configured one, or the one picked for port 0)."""
+        if self._server is None:
+            return self.settings.port
+        return int(self._server.server_address[1])
+
+    def counts(self) -> Dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def start(self) -> None:
+        from pynetdicom import AE, evt   # imported only when the receiver is on
+        s = self.settings
+        # pynetdicom logs every association at INFO; ours says what matters.
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        ae = AE(ae_title=s.ae_title)
+        syntaxes = expand(s.transfer_syntaxes, TRANSFER_SYNTAXES)
+        for uid in expand(s.sop_classes, SOP_CLASSES):
+            ae.add_supported_context(uid, syntaxes)
+        ae.add_supported_context(VERIFICATION, expand(["explicit_le", "implicit_le"], TRANSFER_SYNTAXES))
+        ae.require_calling_aet = list(s.allowed_calling_aes)
+        ae.require_called_aet = True     # a sender configured for another AE is told so, not served
+        ae.maximum_associations = s.max_associations
+        ae.maximum_pdu_size = s.max_pdu
+        ae.acse_timeout = s.acse_timeout_s
+        ae.dimse_timeout = s.dimse_timeout_s
+        ae.network_timeout = s.network_timeout_s
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected)]
+        try:
+            self._server = ae.start_server((s.bind_address, s.port), block=False, evt_handlers=handlers)
+        except OSError as exc:
+            raise IntakeError("cannot listen for DICOM on %s:%d: %s" % (s.bind_address, s.port, exc))
+        if not s.allowed_calling_aes:
+            log.warning("DICOM receiver accepts any calling AE title (intake.dicom.allowed_calling_aes "
+                        "is empty)")
+        log.info("DICOM receiver %s listening on %s:%d (calling AEs: %s)", s.ae_title, s.bind_address,
+                 self.port, ", ".join(s.allowed_calling_aes) or "any")
+
+    def stop(self) -> None:
+        """Stop accepting; associations in progress are closed."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+
+    # -- pynetdicom event handlers (one thread per association) ---------------
+    def _on_store(self, event) -> int:
+        req = event.request
+        sop_class = str(req.AffectedSOPClassUID)
+        sop_instance = str(req.AffectedSOPInstanceUID)
+        ts = str(event.context.transfer_syntax)
+        calling = _calling_ae(event)
+        dataset = req.DataSet.getvalue()
+        verdict = check_dataset(dataset, ts, sop_class, sop_instance)
+        if not verdict.ok:
+            self._count("refused")
+            log.warning("C-STORE from %s refused (0x%04X): %s", calling, verdict.status, verdict.reason)
+            return verdict.status
+        try:
+            path = self.spool.store(sop_instance, _file_chunks(event.file_meta, dataset))
+        except IntakeError as exc:
+            self._count("refused")
+            log.error("C-STORE from %s not stored (0x%04X): %s", calling, OUT_OF_RESOURCES, exc)
+            return OUT_OF_RESOURCES
+        self._count("stored")
+        log.info("C-STORE from %s: %d bytes -> %s", calling, len(dataset), path)
+        return SUCCESS
+
+    def _on_rejected(self, event) -> None:
+        self._count("refused")
+        log.warning("DICOM association from %s refused (calling AE not allowed or called AE wrong)",
+                    _calling_ae(event))
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self._counts[key] += 1
+
+
+def _file_chunks(file_meta, dataset: bytes):
+    """The DICOM file: preamble, 'DICM', file meta, then the data set as received."""
+    import io
+    from pydicom.filewriter import write_file_meta_info
+    head = io.BytesIO()
+    head.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(head, file_meta, enforce_standard=True)
+    return (head.getvalue(), dataset)
+
+
+def _calling_ae(event) -> str:
+    try:
+        return str(event.assoc.requestor.ae_title).strip() or "?"
+    except Exception:   # the peer's details are for logs only
+        return "?"
+
+
+def start_receiver(settings: DicomIntakeSettings, folders: CaptureFolders) -> Optional[DicomReceiver]:
+    """The started receiver when intake.dicom.listen is on, else None."""
+    if not settings.listen:
+        return None
+    receiver = DicomReceiver(settings, folders)
+    receiver.start()
+    return receiver
