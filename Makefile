@@ -7,7 +7,7 @@ STAMP   := $(VENV)/.installed-runtime
 MSTAMP  := $(VENV)/.installed-models
 PIP     := $(BIN)/python -m pip -q --disable-pip-version-check
 
-.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto openjpeg chromium hospital-tools clean fuzz
+.PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto openjpeg chromium hospital-tools test-broker-tier clean fuzz
 
 venv: $(STAMP)
 $(STAMP): pyproject.toml
@@ -113,6 +113,17 @@ test-floor: venv-floor mosquitto openjpeg hospital-tools
 	@echo "runtime tests on the dependency floor:"; $(FLOOR)/bin/python -m pip list 2>/dev/null | \
 	  grep -iE '^(numpy|pydicom|pynetdicom|opencv-python-headless|paho-mqtt|onnxruntime|pylibjpeg.*|PyYAML|glymur) '
 	PYTHONPATH=$(CURDIR) $(FLOOR)/bin/python -m pytest -q -p no:cacheprovider $(RUNTIME_TESTS)
+
+# The appliance and the display against RabbitMQ's MQTT plugin (a clustering broker):
+# ~15 s to start, so marked `rabbitmq` and kept out of `make test`; CI runs it (.ci/run).
+test-broker-tier: venv mosquitto
+	@command -v rabbitmq-server >/dev/null 2>&1 || test -x /usr/sbin/rabbitmq-server || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing rabbitmq-server (apt-get)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null; \
+	  else echo "rabbitmq-server is not installed (sudo apt-get install rabbitmq-server)" >&2; exit 1; fi
+	$(BIN)/pytest -q -m rabbitmq tests/test_fleet_rabbitmq.py
 
 # Without torch: the runtime's own tests only.
 test-fast: venv mosquitto
