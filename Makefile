@@ -51,6 +51,7 @@ FLOOR      := .venv-floor
 FSTAMP     := $(FLOOR)/.installed
 RUNTIME_TESTS := tests/test_decode*.py tests/test_capture_*.py tests/test_config.py \
 	tests/test_logsetup.py tests/test_postprocess.py tests/test_pipeline.py tests/test_alerts_*.py \
+	tests/test_gate.py tests/test_gate_appliance.py tests/test_preprocess_window.py \
 	tests/test_appliance.py tests/test_engine_sidecar.py tests/test_buffers.py tests/test_doctor.py
 venv-floor: $(FSTAMP)
 $(FSTAMP): requirements/floor-py38.txt

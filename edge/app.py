@@ -248,7 +248,10 @@ class Appliance:
     def complete(self, item: Decoded) -> Outcome:
         """Models, overlay, one transaction (alert queued + file done), then the move."""
         claimed, image = item.claimed, item.prepared.image
-        result = self.pipeline.infer(item.prepared)
+        try:
+            result = self.pipeline.infer(item.prepared)
+        except DecodeError as exc:       # the not-a-chest gate refuses in the models' stage
+            return self._reject(claimed, exc.code, str(exc))
         timings = dict(item.timings_ms)
         timings.update(result.timings_ms)
         t3 = time.perf_counter()

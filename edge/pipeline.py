@@ -13,8 +13,10 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 import numpy as np
 
 from edge.inference.backend import Backend
-from edge.postprocess import (Thresholds, classifier_probability, make_finding, resolve_thresholds,
-                              segmenter_probability, skip_segmenter)
+from edge.gate import check_body_part, check_ood
+from edge.postprocess import (Thresholds, classifier_logit, classifier_probability, make_finding,
+                              ood_distance, parse_calibration, resolve_thresholds, segmenter_probability,
+                              skip_segmenter)
 from edge.preprocess import preprocess
 from edge.settings import DecisionSettings
 from edge.types import Geometry, Image, Result
@@ -41,6 +43,7 @@ class Pipeline:
         self.segmenter = segmenter
         self.thresholds = resolve_thresholds(classifier.manifest, segmenter.manifest,
                                              decision or DecisionSettings())
+        self.calibration = parse_calibration(segmenter.manifest)
         self.models = [classifier.info(), segmenter.info()]
         self._same_input = classifier.manifest.preprocessing == segmenter.manifest.preprocessing
 
@@ -59,15 +62,23 @@ class Pipeline:
         return prepared
 
     def infer(self, prepared: Prepared, thresholds: Optional[Thresholds] = None) -> Result:
+        """Run the models. Raises NotAChestRadiograph (a DecodeError: the
+        file is rejected with that code) for a DICOM whose BodyPartExamined
+        names another body part, or when the classifier's feature distance
+        says the image is no chest film."""
+        check_body_part(prepared.image.body_part_examined)
         th = thresholds or self.thresholds
         timings = dict(prepared.timings_ms)
         timings.setdefault("preprocess_ms", 0.0)
         clock = time.perf_counter
 
         t1 = clock()
-        probability = classifier_probability(self.classifier.run(prepared.cls_in), self.classifier.manifest)
+        raw = self.classifier.run(prepared.cls_in)
+        probability = classifier_probability(raw, self.classifier.manifest)
+        logit = classifier_logit(raw, self.classifier.manifest)
         t2 = clock()
         timings["classify_ms"] = (t2 - t1) * 1000.0
+        check_ood(ood_distance(raw, self.classifier.manifest), th.ood_max)
 
         seg_prob = geo = None
         if not skip_segmenter(probability, th):
@@ -85,7 +96,8 @@ class Pipeline:
             timings["segment_ms"] = 0.0
 
         t6 = clock()
-        finding = make_finding(probability, seg_prob, geo, th, prepared.image.pixel_spacing_mm)
+        finding = make_finding(probability, seg_prob, geo, th, prepared.image.pixel_spacing_mm,
+                               self.calibration, logit)
         timings["postprocess_ms"] = (clock() - t6) * 1000.0
         return Result(finding=finding, models=list(self.models), timings_ms=timings,
                       thresholds=th.as_dict())

@@ -52,6 +52,7 @@ class DecisionSettings:
     pixel_high: Optional[float] = None
     min_area_fraction: Optional[float] = None
     pixel_low: Optional[float] = None
+    probability: Optional[float] = None  # calibrated-p decision threshold (manifests with a calibration)
 
 
 @dataclass

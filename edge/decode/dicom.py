@@ -85,6 +85,7 @@ def decode_dicom(data: bytes, settings: DecodeSettings) -> Image:
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored") or 0) or None,
         transfer_syntax=UID(ts).name,
+        body_part_examined=_text(ds, "BodyPartExamined"),
     )
 
 
