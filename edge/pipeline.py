@@ -76,6 +76,11 @@ class Pipeline:
         raw = self.classifier.run(prepared.cls_in)
         probability = classifier_probability(raw, self.classifier.manifest)
         logit = classifier_logit(raw, self.classifier.manifest)
+        if "hflip" in self.classifier.manifest.tta and logit is not None:
+            # mirrored input too, logits averaged (the not-a-chest distance stays the unmirrored one's)
+            mirrored = self.classifier.run(_hflip(prepared.cls_in))
+            logit = 0.5 * (logit + classifier_logit(mirrored, self.classifier.manifest))
+            probability = float(1.0 / (1.0 + np.exp(-logit)))
         t2 = clock()
         timings["classify_ms"] = (t2 - t1) * 1000.0
         check_ood(ood_distance(raw, self.classifier.manifest), th.ood_max)
@@ -89,6 +94,9 @@ class Pipeline:
             seg_in, geo = prepared.seg_in, prepared.seg_geo
             t4 = clock()
             seg_prob = segmenter_probability(self.segmenter.run(seg_in), self.segmenter.manifest)
+            if "hflip" in self.segmenter.manifest.tta:
+                mirrored = segmenter_probability(self.segmenter.run(_hflip(seg_in)), self.segmenter.manifest)
+                seg_prob = 0.5 * (seg_prob + mirrored[:, ::-1])
             t5 = clock()
             timings["preprocess_ms"] += (t4 - t3) * 1000.0
             timings["segment_ms"] = (t5 - t4) * 1000.0
@@ -111,6 +119,10 @@ class Pipeline:
     def close(self) -> None:
         self.classifier.close()
         self.segmenter.close()
+
+
+def _hflip(tensor: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(tensor[..., ::-1])
 
 
 _END = object()

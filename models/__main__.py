@@ -62,6 +62,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("run", nargs="?", default="runs/cv")
     p.add_argument("--model", default="final.pt", help="the network to ship (final.pt, or foldK.pt)")
     p.add_argument("--plots", default="models/segmenter", help="folder for reliability.png")
+    p.add_argument("--tta", action="store_true", help="ship the h-flip TTA rule (the runtime then runs each model twice)")
     p.add_argument("--bootstrap", type=int, default=1000)
 
     p = sub.add_parser("export-cv", help="the cv run's network as classifier.onnx + segmenter.onnx with manifests")
@@ -106,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rep = analyse(args.run, n_boot=args.bootstrap, plot_dir=args.plots)
         with open(os.path.join(args.run, "cv_report.json"), "w") as fh:
             json.dump(rep, fh, indent=1, default=float)
-        write_decision(args.run, rep)
+        write_decision(args.run, rep, tta=args.tta)
         from .cvsummary import print_summary
         print_summary(rep)
     elif args.cmd == "export-cv":

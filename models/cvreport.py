@@ -129,12 +129,13 @@ def analyse(run: str, n_boot: int = 1000, plot_dir: str = "") -> Dict[str, Any]:
             prob = (prob + z["prob_flip"].astype(np.float32)) / 2
             logit = (logit + z["logit_flip"]) / 2
         variants[tta] = evaluate(samples, fold, keep, prob, logit, masks, stratum, source, y, nih_y, n_boot,
-                                 plot_dir if not tta else "")
+                                 os.path.join(plot_dir, "reliability-tta.png" if tta else "reliability.png")
+                                 if plot_dir else "")
     out["no_tta"], out["tta"] = variants[False], variants[True]
     return out
 
 
-def evaluate(samples, fold, keep, prob, logit, masks, stratum, source, y, nih_y, n_boot, plot_dir) -> Dict[str, Any]:
+def evaluate(samples, fold, keep, prob, logit, masks, stratum, source, y, nih_y, n_boot, plot_path) -> Dict[str, Any]:
     mp = keep & (stratum == "masked_pos")
     nneg = keep & (stratum == "nih_neg")
     npos_nih = keep & (source == "nih") & (nih_y == 1)
@@ -212,8 +213,8 @@ def evaluate(samples, fold, keep, prob, logit, masks, stratum, source, y, nih_y,
                        SENSITIVITY_TARGET) for k in fold[lab]]))))
     r["oof_p"] = {"masked_pos_min": float(np.nanmin(p[mp])), "nih_neg_max": float(np.nanmax(p[nneg]))}
     r["classifier_prob_positives_min"] = float(1 / (1 + np.exp(-logit[lab & (dec | (y == 1))])).min())
-    if plot_dir:
-        _reliability_plot(y[lab], p[lab], os.path.join(plot_dir, "reliability.png"))
+    if plot_path:
+        _reliability_plot(y[lab], p[lab], plot_path)
     return r
 
 
@@ -225,6 +226,7 @@ def write_decision(run: str, rep: Dict[str, Any], tta: bool = False) -> Dict[str
         ood = json.load(fh)
     counts = {s: sum(x.stratum == s for x in samples) for s in cvdata.STRATA}
     dec = {
+        "tta": ["hflip"] if tta else [],
         "training_data": "siim-ptx-png 36 + siim-ptx-dicom 10 masked positives; NIH ChestX-ray14 subset %d "
                          "negatives (empty masks; 3 NIH positives ChestX-Det re-read as negative among them) and "
                          "%d positives (image-level only); 5-fold patient-grouped CV, then the final model on "
@@ -238,7 +240,8 @@ def write_decision(run: str, rep: Dict[str, Any], tta: bool = False) -> Dict[str
         "segmenter_points": [{"name": "triage", "threshold": r["threshold"],
                               "sensitivity": ev["sensitivity_masked"]["value"],
                               "specificity": ev["specificity_nih_neg"]["value"],
-                              "note": "calibrated p >= threshold; the highest threshold keeping out-of-fold "
+                              "note": ("with h-flip TTA; " if tta else "") +
+                                      "calibrated p >= threshold; the highest threshold keeping out-of-fold "
                                       "sensitivity >= 0.90 on masked positives; figures cross-validated "
                                       "(masked positives / NIH negatives)"}],
         "metrics": {"segmenter": {k: ev[k] for k in ev if k not in ("grid", "reliability")},

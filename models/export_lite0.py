@@ -84,7 +84,7 @@ def export_cv(run: str, out_root: str = "models", version: str = "0.2.0", max_ab
     arch = ARCH % list(recipe.decoder_channels)
     common = dict(version=version, input=TensorSpec("input", shape), output_kind="logit", preprocessing=spec,
                   intended_use="demo", notes=NOT_CLINICAL, precision="fp32",
-                  training_data=dec["training_data"])
+                  training_data=dec["training_data"], tta=list(dec.get("tta", [])))
     for name, module, out_shape in (("classifier", ClassifierHead(net, ood["mean"], ood["whitening"]), (1, 2)),
                                     ("segmenter", MaskOnly(net), shape)):
         module.eval()

@@ -125,3 +125,41 @@ def test_dicom_of_another_body_part_is_refused_before_the_models_run(gated):
     ok = Image(pixels=np.full((300, 300), 0.4, np.float32), source_format="dicom", modality="CR",
                body_part_examined="CHEST")
     assert not gated.run(ok).finding.pneumothorax
+
+
+def _ramp_segmenter(directory, size=64, tta=False):
+    """A segmenter that is not mirror-symmetric: logit = 20 * x * (ramp from -1 at the image's left
+    to +1 at its right); a uniform image is 'pneumothorax' on its right half only."""
+    import hashlib
+    import json
+    import os
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    ramp = np.tile(np.linspace(-20.0, 20.0, size, dtype=np.float32), (size, 1))[None, None]
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, size, size])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, size, size])
+    model = helper.make_model(helper.make_graph([helper.make_node("Mul", ["image", "ramp"], ["logits"])],
+                                                "ramp", [x], [y], [numpy_helper.from_array(ramp, "ramp")]))
+    model.opset_import[0].version = 17
+    model.ir_version = 8
+    path = os.path.join(directory, "segmenter.onnx")
+    onnx.save(model, path)
+    meta = json.load(open(path[:-5] + ".json"))
+    meta["sha256"] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    meta["tta"] = ["hflip"] if tta else []
+    json.dump(meta, open(path[:-5] + ".json", "w"))
+    return path
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_hflip_tta_averages_the_mirrored_segmenter_output(tmp_path, tta):
+    cls, _ = write_tiny_models(str(tmp_path))
+    seg = _ramp_segmenter(str(tmp_path), tta=tta)
+    p = Pipeline(OnnxRuntimeBackend(load_manifest(cls), threads=1), OnnxRuntimeBackend(load_manifest(seg), threads=1),
+                 DecisionSettings(gate_segmenter=False))
+    try:
+        f = p.run(Image(pixels=np.full((200, 200), 0.5, np.float32), source_format="png")).finding
+    finally:
+        p.close()
+    # without TTA only the image's right half lights up (the patient's left); the average is symmetric
+    assert f.pneumothorax and f.side == ("bilateral" if tta else "left")

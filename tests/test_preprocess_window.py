@@ -69,3 +69,10 @@ def test_manifest_round_trip_and_digest():
 def test_bad_windows_are_refused(window):
     with pytest.raises(ManifestError, match="window"):
         parse_manifest(_manifest(window))
+
+
+def test_tta_field_is_checked():
+    assert parse_manifest(dict(_manifest(None), tta=["hflip"])).tta == ["hflip"]
+    assert parse_manifest(_manifest(None)).tta == []
+    with pytest.raises(ManifestError, match="tta"):
+        parse_manifest(dict(_manifest(None), tta=["rotate"]))

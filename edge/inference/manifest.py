@@ -95,6 +95,9 @@ class ModelManifest:
     # What each column of a (1, K) classifier output means, e.g. ["pneumothorax", "ood_distance"];
     # empty: 1 logit/probability, or 2 softmax columns (pneumothorax last).
     output_columns: List[str] = field(default_factory=list)
+    # Test-time augmentation the model's figures assume: ["hflip"] = run the mirrored input too and
+    # average (logits for a classifier, probabilities for a segmenter).
+    tta: List[str] = field(default_factory=list)
     # How the decision's score becomes a calibrated probability (see edge/postprocess.py); empty: none.
     calibration: Dict[str, Any] = field(default_factory=dict)
     path: str = ""                      # where the manifest was read from (not serialised)
@@ -120,6 +123,15 @@ def _need(d: Dict[str, Any], key: str, where: str) -> Any:
     if key not in d:
         raise ManifestError("%s: missing '%s'" % (where, key))
     return d[key]
+
+
+TTA_KINDS = ("hflip",)
+
+
+def _tta(raw: Any, where: str) -> List[str]:
+    if not isinstance(raw, list) or any(t not in TTA_KINDS for t in raw):
+        raise ManifestError("%s: tta must be a list drawn from %s" % (where, TTA_KINDS))
+    return [str(t) for t in raw]
 
 
 def _window(raw: Any, where: str) -> Optional[WindowSpec]:
@@ -195,6 +207,7 @@ def parse_manifest(data: Dict[str, Any], where: str = "manifest") -> ModelManife
         notes=str(data.get("notes", "")), precision=str(data.get("precision", "fp32")),
         derived_from=str(data.get("derived_from", "")),
         output_columns=[str(c) for c in data.get("output_columns", [])],
+        tta=_tta(data.get("tta", []), where),
         calibration=dict(data.get("calibration") or {}), path=where,
     )
 
