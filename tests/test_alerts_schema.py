@@ -62,7 +62,8 @@ def test_alert_carries_every_documented_field():
                                  "sop_instance_uid": "1.2.3.4", "study_instance_uid": "1.2.3"}
     assert payload["finding"] == {
         "pneumothorax": True, "probability": 0.93, "seg_max_probability": 0.97,
-        "classifier_probability": 0.8812, "area_px": 5200, "area_fraction": 0.0127, "area_cm2": 6.24, "side": "right",
+        "classifier_probability": 0.8812, "area_px": 5200, "area_fraction": 0.0127, "area_cm2": 6.24,
+        "side": "right",
         "bbox": [40, 60, 80, 100], "segmenter_skipped": False, "reasons": ["mask_area>=min"]}
     assert payload["image"] == {"width": 300, "height": 400, "pixel_spacing_mm": [0.2, 0.2],
                                 "view_position": "PA", "modality": "DX"}
