@@ -489,7 +489,7 @@ class Appliance:
     def complete(self, item: Decoded) -> Outcome:
         """Models, overlay, one transaction (alert queued + file done), then the move."""
         claimed, image = item.claimed, item.prepared.image
-        result = self.pipeline.infer(item.prepared)
+        result = self.pipeline.infer(item.prepared)   # a not-a-chest refusal is a DecodeError: _guarded rejects it
         timings = dict(item.timings_ms)
         timings.update(result.timings_ms)
         t3 = time.perf_counter()

@@ -55,6 +55,13 @@ class UnsupportedImage(DecodeError):
     code = "unsupported"
 
 
+class NotAChestRadiograph(DecodeError):
+    """Decodable, but not a chest radiograph: a DICOM whose BodyPartExamined
+    names another body part, or an image the classifier's out-of-distribution
+    score places far from every chest film it was trained on."""
+    code = "not_a_chest_radiograph"
+
+
 class ImageTooLarge(DecodeError):
     code = "too_large"
 

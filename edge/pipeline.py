@@ -10,8 +10,10 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from edge.inference.backend import Backend
-from edge.postprocess import (Thresholds, classifier_probability, make_finding, resolve_thresholds,
-                              segmenter_probability, skip_segmenter)
+from edge.gate import check_body_part, check_ood
+from edge.postprocess import (Thresholds, classifier_logit, classifier_probability, make_finding,
+                              ood_distance, parse_calibration, resolve_thresholds, segmenter_probability,
+                              skip_segmenter)
 from edge.preprocess import preprocess
 from edge.resolution import to_original
 from edge.settings import DecisionSettings
@@ -45,6 +47,7 @@ class Pipeline:
         self.segmenter = segmenter
         self.thresholds = resolve_thresholds(classifier.manifest, segmenter.manifest,
                                              decision or DecisionSettings())
+        self.calibration = parse_calibration(segmenter.manifest)
         self.models = [classifier.info(), segmenter.info()]
         self._same_input = classifier.manifest.preprocessing == segmenter.manifest.preprocessing
 
@@ -63,15 +66,28 @@ class Pipeline:
         return prepared
 
     def infer(self, prepared: Prepared, thresholds: Optional[Thresholds] = None) -> Result:
+        """Run the models. Raises NotAChestRadiograph (a DecodeError: the
+        file is rejected with that code) for a DICOM whose BodyPartExamined
+        names another body part, or when the classifier's feature distance
+        says the image is no chest film."""
+        check_body_part(prepared.image.body_part_examined)
         th = thresholds or self.thresholds
         timings = dict(prepared.timings_ms)
         timings.setdefault("preprocess_ms", 0.0)
         clock = time.perf_counter
 
         t1 = clock()
-        probability = classifier_probability(self.classifier.run(prepared.cls_in), self.classifier.manifest)
+        raw = self.classifier.run(prepared.cls_in)
+        probability = classifier_probability(raw, self.classifier.manifest)
+        logit = classifier_logit(raw, self.classifier.manifest)
+        if "hflip" in self.classifier.manifest.tta and logit is not None:
+            # mirrored input too, logits averaged (the not-a-chest distance stays the unmirrored one's)
+            mirrored = self.classifier.run(_hflip(prepared.cls_in))
+            logit = 0.5 * (logit + classifier_logit(mirrored, self.classifier.manifest))
+            probability = float(1.0 / (1.0 + np.exp(-logit)))
         t2 = clock()
         timings["classify_ms"] = (t2 - t1) * 1000.0
+        check_ood(ood_distance(raw, self.classifier.manifest), th.ood_max)
 
         seg_prob = geo = None
         if not skip_segmenter(probability, th):
@@ -81,6 +97,9 @@ class Pipeline:
             seg_in, geo = prepared.seg_in, prepared.seg_geo
             t4 = clock()
             seg_prob = segmenter_probability(self.segmenter.run(seg_in), self.segmenter.manifest)
+            if "hflip" in self.segmenter.manifest.tta:
+                mirrored = segmenter_probability(self.segmenter.run(_hflip(seg_in)), self.segmenter.manifest)
+                seg_prob = 0.5 * (seg_prob + mirrored[:, ::-1])
             t5 = clock()
             timings["preprocess_ms"] += (t4 - t3) * 1000.0
             timings["segment_ms"] = (t5 - t4) * 1000.0
@@ -88,7 +107,8 @@ class Pipeline:
             timings["segment_ms"] = 0.0
 
         t6 = clock()
-        finding = make_finding(probability, seg_prob, geo, th, prepared.image.pixel_spacing_mm)
+        finding = make_finding(probability, seg_prob, geo, th, prepared.image.pixel_spacing_mm,
+                               self.calibration, logit)
         timings["postprocess_ms"] = (clock() - t6) * 1000.0
         return Result(finding=finding, models=list(self.models), timings_ms=timings,
                       thresholds=th.as_dict())
@@ -112,3 +132,7 @@ class Pipeline:
     def close(self) -> None:
         self.classifier.close()
         self.segmenter.close()
+
+
+def _hflip(tensor: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(tensor[..., ::-1])

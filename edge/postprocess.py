@@ -8,6 +8,14 @@ classifier probability at or above its own threshold also raises the alert
 (for a site whose classifier earns it; the bundled one does not, see its
 card). Every threshold comes from the model manifests, overridable per site.
 
+With a calibration in the segmenter's manifest (`calibration`), the decision
+is one threshold on one number: p = sigmoid(sum(coef_i * score_i) + intercept)
+over the scores it names (the classifier's logit; log10 of the confident mask
+area), fitted out-of-fold in training, and the image is positive when
+p >= thresholds.probability. `finding.probability` is then that p, so every
+positive shows a higher p than every negative; the classifier's own output
+is `finding.classifier_probability`.
+
 Work happens on the model-resolution map and only the results (area,
 box, contour) are scaled to the original image: a 3000 px radiograph never
 needs a full-size float mask.
@@ -18,6 +26,7 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
+from edge.errors import ManifestError
 from edge.inference.manifest import ModelManifest
 from edge.settings import DecisionSettings
 from edge.types import Finding, Geometry
@@ -36,12 +45,58 @@ class Thresholds:
     pixel_low: float
     gate_segmenter: bool
     classifier_alerts: bool = False      # rule "mask_or_classifier"
+    probability: Optional[float] = None  # decision threshold on the calibrated p (with a calibration)
+    ood_max: Optional[float] = None      # not-a-chest gate on the classifier's feature distance
 
     def as_dict(self):
         d = asdict(self)
         d["gate_segmenter"] = bool(d["gate_segmenter"])
         d["classifier_alerts"] = bool(d["classifier_alerts"])
-        return d
+        return {k: v for k, v in d.items() if v is not None}
+
+
+CALIBRATION_INPUTS = ("classifier_logit", "log_area")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """p = sigmoid(coef . scores + intercept); scores named by `inputs`.
+    log_area = log10(max(confident area fraction, area_floor)), the area
+    counting only when it reaches min_area_fraction."""
+    inputs: Tuple[str, ...]
+    coef: Tuple[float, ...]
+    intercept: float
+    area_floor: float = 1e-4
+
+    def probability(self, classifier_logit: Optional[float], area_fraction: float) -> float:
+        z = self.intercept
+        for name, c in zip(self.inputs, self.coef):
+            if name == "classifier_logit":
+                z += c * (classifier_logit if classifier_logit is not None else 0.0)
+            else:
+                z += c * float(np.log10(max(area_fraction, self.area_floor)))
+        return float(sigmoid(np.array([z], np.float32))[0])
+
+
+def parse_calibration(manifest: ModelManifest) -> Optional[Calibration]:
+    raw = manifest.calibration
+    if not raw:
+        return None
+    try:
+        if raw.get("method", "logistic") != "logistic":
+            raise ValueError("method %r is not 'logistic'" % raw.get("method"))
+        cal = Calibration(inputs=tuple(str(v) for v in raw["inputs"]),
+                          coef=tuple(float(v) for v in raw["coef"]), intercept=float(raw["intercept"]),
+                          area_floor=float(raw.get("area_floor", 1e-4)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ManifestError("%s: calibration: %s" % (manifest.path, exc))
+    bad = [n for n in cal.inputs if n not in CALIBRATION_INPUTS]
+    if bad or len(cal.inputs) != len(cal.coef) or cal.area_floor <= 0:
+        raise ManifestError("%s: calibration needs inputs from %s, one coef each, area_floor > 0"
+                            % (manifest.path, CALIBRATION_INPUTS))
+    if "probability" not in manifest.thresholds:
+        raise ManifestError("%s: a calibration needs thresholds.probability" % manifest.path)
+    return cal
 
 
 def resolve_thresholds(classifier: ModelManifest, segmenter: ModelManifest,
@@ -57,6 +112,9 @@ def resolve_thresholds(classifier: ModelManifest, segmenter: ModelManifest,
         pixel_low=pick(decision.pixel_low, segmenter, "pixel_low"),
         gate_segmenter=bool(decision.gate_segmenter),
         classifier_alerts=decision.rule == "mask_or_classifier",
+        probability=(pick(decision.probability, segmenter, "probability")
+                     if "probability" in segmenter.thresholds else None),
+        ood_max=float(classifier.thresholds["ood_max"]) if "ood_max" in classifier.thresholds else None,
     )
 
 
@@ -71,10 +129,40 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def classifier_probability(raw: np.ndarray, manifest: ModelManifest) -> float:
-    """Single pneumothorax score from the classifier's output (1 value, or the
-    last of 2 softmax/logit columns)."""
+def _column(flat: np.ndarray, manifest: ModelManifest, name: str) -> Optional[float]:
+    cols = manifest.output_columns
+    if name not in cols:
+        return None
+    if flat.size != len(cols):
+        raise ValueError("%s: classifier output has %d values, the manifest names %d columns"
+                         % (manifest.name, flat.size, len(cols)))
+    return float(flat[cols.index(name)])
+
+
+def classifier_logit(raw: np.ndarray, manifest: ModelManifest) -> Optional[float]:
+    """The pneumothorax logit, for a classifier whose output_kind is logit."""
+    if manifest.output_kind != "logit":
+        return None
     flat = np.asarray(raw, dtype=np.float32).reshape(-1)
+    if manifest.output_columns:
+        return _column(flat, manifest, "pneumothorax")
+    return float(flat[-1] - flat[0]) if flat.size == 2 else float(flat[0])
+
+
+def ood_distance(raw: np.ndarray, manifest: ModelManifest) -> Optional[float]:
+    """The not-a-chest feature distance, when the classifier exports one."""
+    return _column(np.asarray(raw, dtype=np.float32).reshape(-1), manifest, "ood_distance")
+
+
+def classifier_probability(raw: np.ndarray, manifest: ModelManifest) -> float:
+    """Single pneumothorax score from the classifier's output (1 value, the
+    last of 2 softmax/logit columns, or the manifest's "pneumothorax" column)."""
+    flat = np.asarray(raw, dtype=np.float32).reshape(-1)
+    if manifest.output_columns:
+        if "pneumothorax" not in manifest.output_columns:
+            raise ValueError("%s: output_columns has no 'pneumothorax' column" % manifest.name)
+        value = np.array([_column(flat, manifest, "pneumothorax")], np.float32)
+        return float(sigmoid(value)[0]) if manifest.output_kind == "logit" else float(value[0])
     if flat.size == 2:
         if manifest.output_kind == "logit":
             e = np.exp(flat - flat.max())
@@ -142,36 +230,56 @@ def _contours(mask: np.ndarray, geo: Geometry) -> List[List[Tuple[int, int]]]:
 
 
 def make_finding(probability: Optional[float], seg_prob: Optional[np.ndarray], geo: Optional[Geometry],
-                 th: Thresholds, pixel_spacing_mm: Optional[Tuple[float, float]] = None) -> Finding:
+                 th: Thresholds, pixel_spacing_mm: Optional[Tuple[float, float]] = None,
+                 calibration: Optional[Calibration] = None, logit: Optional[float] = None) -> Finding:
     """Combine the classifier probability and the segmenter map into a Finding.
 
     seg_prob is the (H, W) probability map in model space (None when the
-    segmenter was skipped); geo maps it back to the original image.
+    segmenter was skipped); geo maps it back to the original image. With a
+    calibration, the decision is calibrated p >= th.probability (`logit` is
+    the classifier's logit; it defaults to the logit of `probability`).
     """
     reasons = []
     classifier_hit = (th.classifier_alerts and probability is not None
                       and probability >= th.classifier_positive)
     if classifier_hit:
         reasons.append("classifier p=%.3f >= %.3f" % (probability, th.classifier_positive))
-    if seg_prob is None or geo is None:
-        return Finding(pneumothorax=classifier_hit, probability=probability, seg_max_probability=None,
-                       area_px=0, area_fraction=0.0, area_cm2=None, side=None, bbox=None,
-                       contours=[], segmenter_skipped=True, reasons=reasons)
-
-    region, valid_px = _valid_region(seg_prob, geo)
-    seg_max = float(region.max()) if region.size else 0.0
-    high_fraction = float(np.count_nonzero(region > th.pixel_high)) / valid_px
-    mask_hit = high_fraction >= th.min_area_fraction and high_fraction > 0
-    if mask_hit:
-        reasons.append("segmenter %.2f%% of image > %.2f (min %.2f%%)"
-                       % (100 * high_fraction, th.pixel_high, 100 * th.min_area_fraction))
+    region = None
+    high_fraction, seg_max, valid_px = 0.0, None, 0
+    if seg_prob is not None and geo is not None:
+        region, valid_px = _valid_region(seg_prob, geo)
+        seg_max = float(region.max()) if region.size else 0.0
+        high_fraction = float(np.count_nonzero(region > th.pixel_high)) / valid_px
+    if calibration is not None:
+        if logit is None and probability is not None:
+            q = min(max(probability, 1e-7), 1 - 1e-7)
+            logit = float(np.log(q / (1 - q)))
+        area = high_fraction if high_fraction >= th.min_area_fraction else 0.0
+        shown = calibration.probability(logit, area)
+        cut = th.probability if th.probability is not None else 0.5
+        mask_hit = shown >= cut
+        if mask_hit:
+            reasons.append("p=%.3f >= %.3f (calibrated from %s; confident area %.2f%% > %.2f)"
+                           % (shown, cut, "+".join(calibration.inputs), 100 * area, th.pixel_high))
+    else:
+        shown = probability
+        mask_hit = high_fraction >= th.min_area_fraction and high_fraction > 0
+        if mask_hit:
+            reasons.append("segmenter %.2f%% of image > %.2f (min %.2f%%)"
+                           % (100 * high_fraction, th.pixel_high, 100 * th.min_area_fraction))
     positive = mask_hit or classifier_hit
+    if region is None:
+        return Finding(pneumothorax=positive, probability=shown, seg_max_probability=None,
+                       area_px=0, area_fraction=0.0, area_cm2=None, side=None, bbox=None,
+                       contours=[], segmenter_skipped=True, reasons=reasons, classifier_probability=probability)
+
     drawn = (region > th.pixel_low) if positive else np.zeros(region.shape, bool)
     drawn_px = int(np.count_nonzero(drawn))
     if drawn_px == 0:
-        return Finding(pneumothorax=positive, probability=probability, seg_max_probability=seg_max,
+        return Finding(pneumothorax=positive, probability=shown, seg_max_probability=seg_max,
                        area_px=0, area_fraction=0.0, area_cm2=None if pixel_spacing_mm is None else 0.0,
-                       side=None, bbox=None, contours=[], segmenter_skipped=False, reasons=reasons)
+                       side=None, bbox=None, contours=[], segmenter_skipped=False, reasons=reasons,
+                       classifier_probability=probability)
 
     # Scale model-space pixels to original pixels (letterbox padding already cut away).
     local = Geometry(geo.original_hw, region.shape, geo.scale_x, geo.scale_y, 0, 0)
@@ -186,10 +294,10 @@ def make_finding(probability: Optional[float], seg_prob: Optional[np.ndarray], g
     x1 = min(geo.original_hw[1], int(np.ceil((xs.max() + 1) / geo.scale_x)))
     y1 = min(geo.original_hw[0], int(np.ceil((ys.max() + 1) / geo.scale_y)))
     return Finding(
-        pneumothorax=positive, probability=probability, seg_max_probability=seg_max,
+        pneumothorax=positive, probability=shown, seg_max_probability=seg_max,
         area_px=area_px, area_fraction=drawn_px / float(valid_px), area_cm2=area_cm2,
         side=patient_side(drawn), bbox=(x0, y0, x1 - x0, y1 - y0), contours=_contours(drawn, local),
-        segmenter_skipped=False, reasons=reasons)
+        segmenter_skipped=False, reasons=reasons, classifier_probability=probability)
 
 
 def contours_to_mask(contours: List[List[Tuple[int, int]]], hw: Tuple[int, int]) -> np.ndarray:

@@ -43,6 +43,21 @@ def resize_to_input(pixels: np.ndarray, spec: PreprocessSpec) -> Tuple[np.ndarra
     return plane, geo
 
 
+def window_plane(plane: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """The manifest's per-image window (percentiles -> 0..1), or the plane as is.
+
+    Applied on the resized plane: the percentiles of a 256 px plane are those
+    of the film to within a grey level, at a fraction of the cost."""
+    w = spec.window
+    if w is None:
+        return plane
+    lo, hi = np.percentile(plane, (w.low, w.high))
+    if hi - lo < 1e-6:                  # a flat image: nothing to stretch
+        return plane
+    out = (plane - np.float32(lo)) * np.float32(1.0 / (hi - lo))
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
 def normalise(plane: np.ndarray, spec: PreprocessSpec, out: Optional[np.ndarray] = None) -> np.ndarray:
     """(H, W) plane in [0, 1] -> (1, C, H, W) float32, (x - mean) / std per channel.
 
@@ -66,7 +81,7 @@ def preprocess(pixels: np.ndarray, spec: PreprocessSpec,
     if pixels.ndim != 2:
         raise ValueError("preprocess expects a 2-D grey image, got shape %s" % (pixels.shape,))
     plane, geo = resize_to_input(pixels, spec)
-    return normalise(plane, spec, out), geo
+    return normalise(window_plane(plane, spec), spec, out), geo
 
 
 def map_to_original(plane: np.ndarray, geo: Geometry, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:

@@ -73,6 +73,7 @@ class DecisionSettings:
     pixel_high: Optional[float] = field(default=None, metadata=_FRACTION)
     min_area_fraction: Optional[float] = field(default=None, metadata=_FRACTION)
     pixel_low: Optional[float] = field(default=None, metadata=_FRACTION)
+    probability: Optional[float] = field(default=None, metadata=_FRACTION)   # calibrated-p decision threshold (manifests with a calibration)
 
 
 @dataclass

@@ -33,6 +33,7 @@ class Image:
     # The film's size when `pixels` were decoded at a reduced resolution (JPEG 2000
     # levels); None = pixels are full size. Findings are always in original pixels.
     original_hw: Optional[Tuple[int, int]] = None
+    body_part_examined: Optional[str] = None  # DICOM (0018,0015) as stored, when present
 
     @property
     def height(self) -> int:
@@ -61,7 +62,7 @@ class Geometry:
 class Finding:
     """What the models say about one image, in the original image's geometry."""
     pneumothorax: bool
-    probability: Optional[float]           # classifier probability (None: no classifier)
+    probability: Optional[float]           # calibrated p of the decision (classifier p without calibration)
     seg_max_probability: Optional[float]   # None when the segmenter was skipped
     area_px: int
     area_fraction: float
@@ -71,6 +72,9 @@ class Finding:
     contours: List[List[Tuple[int, int]]] = field(default_factory=list)
     segmenter_skipped: bool = False
     reasons: List[str] = field(default_factory=list)  # which rule(s) decided
+    # The classifier's own output; `probability` is the calibrated probability of the
+    # decision rule when the manifests carry a calibration (then equal only by chance).
+    classifier_probability: Optional[float] = None
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,37 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--rule", default="mask", choices=("mask", "mask_or_classifier"))
     p.add_argument("--json", help="write the figures here")
 
+    p = sub.add_parser("cv", help="patient-grouped k-fold CV of the shared-encoder network, then the final model")
+    p.add_argument("--out", default="runs/cv")
+    p.add_argument("--data", default="../shared/data", help="the shared data folder")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--pos-weight", type=float, default=1.0, help="BCE weight of pneumothorax pixels")
+    p.add_argument("--no-window", action="store_true", help="pixels as decoded (no percentile window)")
+    p.add_argument("--no-final", action="store_true", help="skip the final model on all data")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only-folds", type=int, nargs="*", help="train just these folds (run several processes)")
+
+    p = sub.add_parser("cv-report", help="decision rule, calibration and figures from a cv run's out-of-fold predictions")
+    p.add_argument("run", nargs="?", default="runs/cv")
+    p.add_argument("--model", default="final.pt", help="the network to ship (final.pt, or foldK.pt)")
+    p.add_argument("--plots", default="models/segmenter", help="folder for reliability.png")
+    p.add_argument("--tta", action="store_true", help="ship the h-flip TTA rule (the runtime then runs each model twice)")
+    p.add_argument("--bootstrap", type=int, default=1000)
+
+    p = sub.add_parser("export-cv", help="the cv run's network as classifier.onnx + segmenter.onnx with manifests")
+    p.add_argument("run", nargs="?", default="runs/cv")
+    p.add_argument("--model", default="final.pt")
+    p.add_argument("--out", default="models")
+
+    p = sub.add_parser("gate-eval", help="the not-a-chest gate on non-chest images and on every chest film here")
+    p.add_argument("--classifier", default="models/classifier/classifier.json")
+    p.add_argument("--segmenter", default="models/segmenter/segmenter.json")
+    p.add_argument("--data", default="../shared/data")
+    p.add_argument("--run", default="runs/cv", help="the cv run whose samples.csv lists the chest films")
+    p.add_argument("--json", help="write every outcome here")
+
     args = ap.parse_args(argv)
     t0 = time.time()
     if args.cmd == "train":
@@ -62,6 +93,40 @@ def main(argv: Optional[List[str]] = None) -> int:
             over["train"] = tr
         cfg = load_config(args.config, over)
         train(cfg, resume=args.resume)
+    elif args.cmd == "cv":
+        from .cv import run_cv
+        from .cvtrain import Recipe
+        run_cv(args.out, args.data, folds=args.folds, size=args.size, window=not args.no_window,
+               recipe=Recipe(epochs=args.epochs, pos_weight=args.pos_weight), final=not args.no_final, threads=args.threads,
+               only_folds=args.only_folds)
+    elif args.cmd == "cv-report":
+        import json
+        import os
+        from .cvreport import analyse, fit_ood, write_decision
+        print(json.dumps(fit_ood(args.run, args.model), indent=1))
+        rep = analyse(args.run, n_boot=args.bootstrap, plot_dir=args.plots)
+        with open(os.path.join(args.run, "cv_report.json"), "w") as fh:
+            json.dump(rep, fh, indent=1, default=float)
+        write_decision(args.run, rep, tta=args.tta)
+        from .cvsummary import print_summary
+        print_summary(rep)
+    elif args.cmd == "export-cv":
+        from .export_lite0 import export_cv
+        export_cv(args.run, args.out, model_file=args.model)
+    elif args.cmd == "gate-eval":
+        import json
+        from .gate_eval import gate_eval
+        res = gate_eval(args.classifier, args.segmenter, args.data, args.run)
+        for k, v in res["counts"].items():
+            print("%-40s %d" % (k, v))
+        for k, v in res["refusal_codes"].items():
+            print("refused %-40s %d" % (k, v))
+        for r in res["rows"]:
+            if (r["set"] == "non_chest") != r["outcome"].startswith("refused"):
+                print("WRONG:", r["set"], r["kind"], r["file"], r["outcome"], r.get("p"))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(res, fh, indent=1, default=float)
     elif args.cmd == "evaluate":
         from .evaluate import evaluate_run
         evaluate_run(args.run_dir, sensitivity_target=args.sensitivity, n_boot=args.bootstrap)

@@ -76,7 +76,8 @@ def write_dicom(path, pixels: Optional[np.ndarray] = None, *, photometric: str =
                 frames: int = 1, rows: Optional[int] = None, columns: Optional[int] = None,
                 sop_instance_uid: Optional[str] = None, accession: str = "ACC123",
                 patient_name: str = "Doe^Jane", birth_date: str = "19700101",
-                samples_per_pixel: int = 1, preamble: bool = True) -> str:
+                samples_per_pixel: int = 1, preamble: bool = True,
+                body_part: Optional[str] = None) -> str:
     path = str(path)
     if pixels is None:
         pixels = chest_phantom(512, 512, bits=bits_stored)
@@ -105,6 +106,8 @@ def write_dicom(path, pixels: Optional[np.ndarray] = None, *, photometric: str =
     ds.Modality = modality
     if view_position is not None:
         ds.ViewPosition = view_position
+    if body_part is not None:
+        ds.BodyPartExamined = body_part
     if pixel_spacing is not None:
         if use_imager_spacing:
             ds.ImagerPixelSpacing = list(pixel_spacing)

@@ -28,7 +28,7 @@ def positive_finding():
     return Finding(pneumothorax=True, probability=0.93, seg_max_probability=0.97, area_px=5200,
                    area_fraction=0.0127, area_cm2=6.24, side="right", bbox=(40, 60, 80, 100),
                    contours=[[(40, 60), (120, 60), (120, 160), (40, 160)]],
-                   reasons=["mask_area>=min"])
+                   reasons=["mask_area>=min"], classifier_probability=0.881234)
 
 
 def result(finding=None, models=None):
@@ -63,7 +63,7 @@ def test_alert_carries_every_documented_field():
                                  "sop_instance_uid": "1.2.3.4", "study_instance_uid": "1.2.3"}
     assert payload["finding"] == {
         "pneumothorax": True, "probability": 0.93, "seg_max_probability": 0.97,
-        "area_px": 5200, "area_fraction": 0.0127, "area_cm2": 6.24, "side": "right",
+        "classifier_probability": 0.8812, "area_px": 5200, "area_fraction": 0.0127, "area_cm2": 6.24, "side": "right",
         "bbox": [40, 60, 80, 100], "contours": [[[40, 60], [120, 60], [120, 160], [40, 160]]],
         "segmenter_skipped": False, "reasons": ["mask_area>=min"]}
     assert payload["image"] == {"width": 300, "height": 400, "pixel_spacing_mm": [0.2, 0.2],

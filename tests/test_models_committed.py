@@ -20,8 +20,8 @@ def test_committed_manifest_loads_and_matches_its_file(name):
     verify_model_file(m)
     assert m.intended_use == "demo" and "not for clinical use" in m.notes.lower()
     assert m.precision == "fp32" and m.output_kind == "logit"
-    assert m.operating_points and all(op.sensitivity is not None for op in m.operating_points)
-    assert "test" in m.metrics and "val" in m.metrics
+    assert m.preprocessing.window is not None          # per-image percentile window
+    assert "parity_max_abs_diff" in m.metrics and m.metrics["parity_max_abs_diff"] < 2e-3
 
 
 def test_committed_models_fit_the_size_budget():
@@ -39,3 +39,64 @@ def test_committed_model_runs_on_the_runtime_tensor(name):
     assert [i.name for i in sess.get_inputs()] == [m.input.name]
     y = sess.run(None, {m.input.name: x})[0]
     assert y.shape == tuple(m.output.shape) and np.isfinite(y).all()
+
+
+def test_segmenter_manifest_carries_the_calibrated_rule_and_its_cross_validated_figures():
+    from edge.postprocess import parse_calibration
+    seg = load_manifest(MODELS["segmenter"])
+    cal = parse_calibration(seg)
+    assert cal is not None and 0 < seg.thresholds["probability"] < 1
+    assert all(c > 0 for c in cal.coef)                 # p rises with each score
+    cv = seg.metrics
+    assert cv["sensitivity_masked"]["n"] == 46 and cv["specificity_nih_neg"]["n"] == 346
+    assert seg.operating_points and seg.operating_points[0].sensitivity == cv["sensitivity_masked"]["value"]
+    cls = load_manifest(MODELS["classifier"])
+    assert cls.output_columns == ["pneumothorax", "ood_distance"] and cls.thresholds["ood_max"] > 1
+
+
+def _pipeline():
+    from edge.inference.onnxruntime import OnnxRuntimeBackend
+    from edge.pipeline import Pipeline
+    return Pipeline(OnnxRuntimeBackend(load_manifest(MODELS["classifier"]), threads=1),
+                    OnnxRuntimeBackend(load_manifest(MODELS["segmenter"]), threads=1))
+
+
+def test_committed_pipeline_refuses_photographs_as_not_a_chest():
+    pytest.importorskip("onnxruntime")
+    skdata = pytest.importorskip("skimage.data")
+    from edge.errors import NotAChestRadiograph
+    from edge.types import Image
+    pipe = _pipeline()
+    try:
+        for name in ("camera", "coffee", "astronaut"):
+            img = np.asarray(getattr(skdata, name)(), np.float32)
+            grey = img if img.ndim == 2 else img[..., :3].mean(axis=2)
+            with pytest.raises(NotAChestRadiograph):
+                pipe.run(Image(pixels=grey / 255.0, source_format="png"))
+    finally:
+        pipe.close()
+
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+@pytest.mark.shared_data
+def test_committed_pipeline_reads_real_chest_films_and_p_agrees_with_every_decision():
+    pytest.importorskip("onnxruntime")
+    import glob
+    from edge.decode import decode_file
+    files = sorted(glob.glob(os.path.join(SHARED, "siim-ptx-png", "val", "images", "*.png")))[:3] + \
+        sorted(glob.glob(os.path.join(SHARED, "nih-cxr14-subset", "images", "*.png")))[:5] + \
+        [os.path.join(SHARED, "dicom-samples", "RG1_J2KI.dcm")]
+    files = [f for f in files if os.path.exists(f)]
+    if not files:
+        pytest.skip("../shared/data is absent")
+    pipe = _pipeline()
+    try:
+        t = pipe.thresholds.probability
+        for path in files:
+            f = pipe.run(decode_file(path)).finding       # no chest film is refused
+            assert f.pneumothorax == (f.probability >= t)
+            assert f.classifier_probability is not None
+    finally:
+        pipe.close()

@@ -71,3 +71,95 @@ def test_warmup_reports_times(pipeline):
     w = pipeline.warmup(2)
     assert set(w) == {"tiny-classifier", "tiny-segmenter"}
     assert all(v["first_ms"] >= 0 for v in w.values())
+
+
+@pytest.fixture
+def gated(tmp_path):
+    cls, seg = write_tiny_models(str(tmp_path), gate=True)
+    p = Pipeline(OnnxRuntimeBackend(load_manifest(cls), threads=1),
+                 OnnxRuntimeBackend(load_manifest(seg), threads=1))
+    yield p
+    p.close()
+
+
+def test_calibrated_p_decides_and_the_classifier_output_keeps_its_own_field(gated):
+    pos = gated.run(radiograph((64, 192, 40, 200))).finding
+    neg = gated.run(radiograph()).finding
+    assert pos.pneumothorax and not neg.pneumothorax
+    assert pos.probability > 0.5 > neg.probability
+    # p is the manifest's calibration of the classifier logit and the confident area, not the classifier's p
+    logit = np.log(pos.classifier_probability / (1 - pos.classifier_probability))
+    expected = 1 / (1 + np.exp(-(0.1 * logit + 2.0 * np.log10(pos.area_fraction) + 4.0)))
+    assert pos.probability == pytest.approx(expected, abs=1e-4)
+    assert abs(pos.probability - pos.classifier_probability) > 0.05
+    assert neg.classifier_probability < 0.02 and not neg.segmenter_skipped   # skip_segmenter_below 0
+    assert gated.thresholds.as_dict()["probability"] == 0.5 and "ood_max" in gated.thresholds.as_dict()
+
+
+def test_decision_never_disagrees_with_p_over_many_images(gated):
+    rng = np.random.default_rng(3)
+    seen = []
+    for _ in range(40):
+        r0, c0 = rng.integers(0, 400), rng.integers(0, 500)
+        side = int(rng.integers(4, 120))
+        f = gated.run(radiograph((r0, r0 + side, c0, c0 + side))).finding
+        seen.append((f.probability, f.pneumothorax))
+        assert f.pneumothorax == (f.probability >= 0.5)
+    assert {d for _, d in seen} == {True, False}      # both outcomes were exercised
+
+
+def test_image_far_from_every_chest_film_is_refused_not_alerted(gated):
+    from edge.errors import DecodeError, NotAChestRadiograph
+    bright = Image(pixels=np.full((300, 300), 0.8, np.float32), source_format="png")   # distance 8 > 5
+    with pytest.raises(NotAChestRadiograph) as exc:
+        gated.run(bright)
+    assert exc.value.code == "not_a_chest_radiograph" and isinstance(exc.value, DecodeError)
+
+
+def test_dicom_of_another_body_part_is_refused_before_the_models_run(gated):
+    from edge.errors import NotAChestRadiograph
+    img = Image(pixels=np.full((300, 300), 0.4, np.float32), source_format="dicom", modality="CR",
+                body_part_examined="EXTREMITY")
+    with pytest.raises(NotAChestRadiograph, match="EXTREMITY"):
+        gated.run(img)
+    ok = Image(pixels=np.full((300, 300), 0.4, np.float32), source_format="dicom", modality="CR",
+               body_part_examined="CHEST")
+    assert not gated.run(ok).finding.pneumothorax
+
+
+def _ramp_segmenter(directory, size=64, tta=False):
+    """A segmenter that is not mirror-symmetric: logit = 20 * x * (ramp from -1 at the image's left
+    to +1 at its right); a uniform image is 'pneumothorax' on its right half only."""
+    import hashlib
+    import json
+    import os
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    ramp = np.tile(np.linspace(-20.0, 20.0, size, dtype=np.float32), (size, 1))[None, None]
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, size, size])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, size, size])
+    model = helper.make_model(helper.make_graph([helper.make_node("Mul", ["image", "ramp"], ["logits"])],
+                                                "ramp", [x], [y], [numpy_helper.from_array(ramp, "ramp")]))
+    model.opset_import[0].version = 17
+    model.ir_version = 8
+    path = os.path.join(directory, "segmenter.onnx")
+    onnx.save(model, path)
+    meta = json.load(open(path[:-5] + ".json"))
+    meta["sha256"] = hashlib.sha256(open(path, "rb").read()).hexdigest()
+    meta["tta"] = ["hflip"] if tta else []
+    json.dump(meta, open(path[:-5] + ".json", "w"))
+    return path
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_hflip_tta_averages_the_mirrored_segmenter_output(tmp_path, tta):
+    cls, _ = write_tiny_models(str(tmp_path))
+    seg = _ramp_segmenter(str(tmp_path), tta=tta)
+    p = Pipeline(OnnxRuntimeBackend(load_manifest(cls), threads=1), OnnxRuntimeBackend(load_manifest(seg), threads=1),
+                 DecisionSettings(gate_segmenter=False))
+    try:
+        f = p.run(Image(pixels=np.full((200, 200), 0.5, np.float32), source_format="png")).finding
+    finally:
+        p.close()
+    # without TTA only the image's right half lights up (the patient's left); the average is symmetric
+    assert f.pneumothorax and f.side == ("bilateral" if tta else "left")

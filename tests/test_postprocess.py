@@ -132,9 +132,83 @@ def test_patient_side_of_empty_mask_is_none():
 
 
 class _M:
-    name, output_kind = "m", "logit"
+    name, output_kind, output_columns = "m", "logit", []
 
 
 def test_classifier_probability_logit_and_two_class_softmax():
     assert classifier_probability(np.array([[0.0]]), _M) == pytest.approx(0.5)
     assert classifier_probability(np.array([[0.0, np.log(3.0)]]), _M) == pytest.approx(0.75)
+
+
+# --- calibrated decision -------------------------------------------------------------------
+
+from dataclasses import replace as _replace  # noqa: E402
+
+from edge.errors import ManifestError  # noqa: E402
+from edge.postprocess import Calibration, classifier_logit, ood_distance, parse_calibration  # noqa: E402
+
+CAL = Calibration(inputs=("classifier_logit", "log_area"), coef=(0.5, 1.5), intercept=3.0, area_floor=1e-4)
+TH_CAL = _replace(TH, probability=0.4, min_area_fraction=0.001)
+
+
+def test_calibrated_p_is_the_formula_and_the_decision_is_p_at_or_above_the_threshold():
+    geo = stretch_geometry((1000, 1000))
+    f = make_finding(0.3, block_map(), geo, TH_CAL, calibration=CAL)
+    logit = np.log(0.3 / 0.7)
+    assert f.probability == pytest.approx(1 / (1 + np.exp(-(0.5 * logit + 1.5 * np.log10(0.04) + 3.0))), abs=1e-5)
+    assert f.classifier_probability == 0.3
+    assert f.pneumothorax == (f.probability >= 0.4)
+
+
+def test_decisions_agree_with_p_across_areas_and_classifier_scores():
+    geo = stretch_geometry((500, 500))
+    rows = []
+    for side in (0, 1, 2, 3, 5, 8, 13, 21, 34):
+        for cls in (0.01, 0.2, 0.5, 0.9, 0.999):
+            f = make_finding(cls, block_map(rows=(10, 10 + side), cols=(10, 10 + side)), geo, TH_CAL,
+                             calibration=CAL)
+            rows.append((f.probability, f.pneumothorax))
+            assert f.pneumothorax == (f.probability >= TH_CAL.probability)
+    assert {d for _, d in rows} == {True, False}
+    positives = [p for p, d in rows if d]
+    negatives = [p for p, d in rows if not d]
+    assert min(positives) > max(negatives)
+
+
+def test_area_below_min_area_counts_as_none_and_a_skipped_segmenter_uses_the_floor():
+    geo = stretch_geometry((500, 500))
+    tiny = make_finding(0.5, block_map(rows=(10, 12), cols=(10, 12)), geo, _replace(TH_CAL, min_area_fraction=0.01),
+                        calibration=CAL)
+    skipped = make_finding(0.5, None, None, TH_CAL, calibration=CAL)
+    assert tiny.probability == pytest.approx(skipped.probability)
+    assert skipped.segmenter_skipped and skipped.probability == pytest.approx(
+        1 / (1 + np.exp(-(1.5 * -4 + 3.0))), abs=1e-5)
+
+
+class _Manifest:
+    def __init__(self, calibration, thresholds, output_columns=(), output_kind="logit"):
+        self.calibration, self.thresholds, self.path, self.name = calibration, thresholds, "x.json", "x"
+        self.output_columns, self.output_kind = list(output_columns), output_kind
+
+
+def test_parse_calibration_checks_what_the_manifest_says():
+    good = {"method": "logistic", "inputs": ["log_area"], "coef": [1.0], "intercept": 0.0}
+    assert parse_calibration(_Manifest({}, {})) is None
+    assert parse_calibration(_Manifest(good, {"probability": 0.5})).inputs == ("log_area",)
+    for bad, th in ((dict(good, inputs=["age"]), {"probability": 0.5}),
+                    (dict(good, coef=[1.0, 2.0]), {"probability": 0.5}),
+                    (dict(good, method="isotonic"), {"probability": 0.5}),
+                    ({"inputs": ["log_area"]}, {"probability": 0.5}),
+                    (good, {})):
+        with pytest.raises(ManifestError):
+            parse_calibration(_Manifest(bad, th))
+
+
+def test_named_output_columns():
+    m = _Manifest({}, {}, output_columns=["pneumothorax", "ood_distance"])
+    raw = np.array([[2.0, 7.5]], np.float32)
+    assert classifier_logit(raw, m) == 2.0 and ood_distance(raw, m) == 7.5
+    assert classifier_probability(raw, m) == pytest.approx(1 / (1 + np.exp(-2.0)))
+    assert ood_distance(raw, _Manifest({}, {})) is None
+    with pytest.raises(ValueError):
+        classifier_probability(np.array([[1.0, 2.0, 3.0]]), m)

@@ -45,8 +45,17 @@ def _manifest(name, task, file, sha, size, out_shape, thresholds, intended_use):
     }
 
 
-def write_tiny_models(directory: str, size: int = 64, intended_use: str = "untrained") -> Tuple[str, str]:
-    """Write classifier.onnx/.json and segmenter.onnx/.json; return the ONNX paths."""
+OOD_GAIN = 10.0
+
+
+def write_tiny_models(directory: str, size: int = 64, intended_use: str = "untrained",
+                      gate: bool = False) -> Tuple[str, str]:
+    """Write classifier.onnx/.json and segmenter.onnx/.json; return the ONNX paths.
+
+    gate=True makes them like the bundled models: the classifier outputs
+    [logit, "feature distance" = OOD_GAIN * mean pixel] (output_columns, ood_max
+    5: a mostly bright image is "not a chest"), and the segmenter's manifest
+    carries a calibration of the classifier logit and the log area."""
     os.makedirs(directory, exist_ok=True)
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, size, size])
 
@@ -63,23 +72,42 @@ def write_tiny_models(directory: str, size: int = 64, intended_use: str = "untra
     g = numpy_helper.from_array(np.array([GAIN], np.float32), "g")
     c = numpy_helper.from_array(np.array([-GAIN * LEVEL], np.float32), "c")
     shape = numpy_helper.from_array(np.array([1, 1], np.int64), "shape")
-    yc = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1])
-    cls = helper.make_model(helper.make_graph([
+    yc = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2 if gate else 1])
+    nodes = [
         helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
         helper.make_node("GlobalMaxPool", ["pooled"], ["peak"]),
         helper.make_node("Reshape", ["peak", "shape"], ["flat"]),
         helper.make_node("Mul", ["flat", "g"], ["scaled"]),
-        helper.make_node("Add", ["scaled", "c"], ["logits"]),
-    ], "tiny_cls", [x], [yc], [g, c, shape]))
+        helper.make_node("Add", ["scaled", "c"], ["logit" if gate else "logits"]),
+    ]
+    inits = [g, c, shape]
+    if gate:
+        inits.append(numpy_helper.from_array(np.array([OOD_GAIN], np.float32), "og"))
+        nodes += [helper.make_node("GlobalAveragePool", ["image"], ["mean"]),
+                  helper.make_node("Reshape", ["mean", "shape"], ["mean_flat"]),
+                  helper.make_node("Mul", ["mean_flat", "og"], ["distance"]),
+                  helper.make_node("Concat", ["logit", "distance"], ["logits"], axis=1)]
+    cls = helper.make_model(helper.make_graph(nodes, "tiny_cls", [x], [yc], inits))
     cls_path = os.path.join(directory, "classifier.onnx")
     cls_sha = _save(cls, cls_path)
 
+    cls_th = {"positive": 0.5, "skip_segmenter_below": 0.02}
+    seg_th = {"pixel_high": 0.5, "min_area_fraction": 0.002, "pixel_low": 0.3}
+    if gate:
+        cls_th.update(ood_max=5.0, skip_segmenter_below=0.0)
+        seg_th.update(probability=0.5)
     for name, task, path, sha, out_shape, th in (
-        ("tiny-classifier", "classification", cls_path, cls_sha, [1, 1],
-         {"positive": 0.5, "skip_segmenter_below": 0.02}),
-        ("tiny-segmenter", "segmentation", seg_path, seg_sha, [1, 1, size, size],
-         {"pixel_high": 0.5, "min_area_fraction": 0.002, "pixel_low": 0.3}),
+        ("tiny-classifier", "classification", cls_path, cls_sha, [1, 2 if gate else 1], cls_th),
+        ("tiny-segmenter", "segmentation", seg_path, seg_sha, [1, 1, size, size], seg_th),
     ):
+        m = _manifest(name, task, os.path.basename(path), sha, size, out_shape, th, intended_use)
+        if gate and task == "classification":
+            m["output_columns"] = ["pneumothorax", "ood_distance"]
+        if gate and task == "segmentation":
+            # p = sigmoid(0.1 * logit + 2 * (log10 area + 2)): a confident area of 1 % gives p = 0.5
+            # whatever the classifier says (its logit is bounded by GAIN here).
+            m["calibration"] = {"method": "logistic", "inputs": ["classifier_logit", "log_area"],
+                                "coef": [0.1, 2.0], "intercept": 4.0, "area_floor": 1e-4}
         with open(path[:-5] + ".json", "w") as fh:
-            json.dump(_manifest(name, task, os.path.basename(path), sha, size, out_shape, th, intended_use), fh, indent=1)
+            json.dump(m, fh, indent=1)
     return cls_path, seg_path

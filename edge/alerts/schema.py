@@ -145,6 +145,7 @@ def build_alert(result: Result, image: Image, *, file_name: str, file_sha256: st
             "pneumothorax": bool(f.pneumothorax),
             "probability": _num(f.probability, 4),
             "seg_max_probability": _num(f.seg_max_probability, 4),
+            "classifier_probability": _num(f.classifier_probability, 4),
             "area_px": int(f.area_px),
             "area_fraction": _num(f.area_fraction, 6),
             "area_cm2": _num(f.area_cm2, 2),

@@ -99,6 +99,7 @@ def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Im
         bits_stored=int(ds.get("BitsStored") or 0) or None,
         transfer_syntax=UID(ts).name,
         original_hw=(int(ds.Rows), int(ds.Columns)) if raw.shape != (int(ds.Rows), int(ds.Columns)) else None,
+        body_part_examined=_text(ds, "BodyPartExamined"),
     )
 
 

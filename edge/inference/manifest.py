@@ -21,6 +21,20 @@ RESIZE_MODES = ("stretch", "letterbox")
 OUTPUT_KINDS = ("logit", "probability")
 
 
+WINDOW_KINDS = ("percentile",)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Per-image intensity window on the resized plane: the `low`..`high`
+    percentiles map to 0..1 (clipped). It makes films from differently
+    processed sources look alike, so a model cannot tell them apart by grey
+    level alone."""
+    kind: str = "percentile"
+    low: float = 1.0
+    high: float = 99.0
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     size: Tuple[int, int]               # model input (height, width)
@@ -29,10 +43,14 @@ class PreprocessSpec:
     std: Tuple[float, ...]
     resize: str = "stretch"             # "stretch" | "letterbox"
     interpolation: str = "area"         # cv2 name: "area" | "linear" | "cubic"
+    window: Optional[WindowSpec] = None  # None: pixels as decoded
 
     def digest(self) -> str:
         """Stable hash of everything that changes the input tensor."""
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        d = asdict(self)
+        if d["window"] is None:
+            del d["window"]             # specs without a window keep their old digest
+        blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
 
@@ -74,6 +92,14 @@ class ModelManifest:
     notes: str = ""
     precision: str = "fp32"             # weights/activations of this file: fp32 | fp16 | int8
     derived_from: str = ""              # sha256 of the FP32 ONNX a variant was made from
+    # What each column of a (1, K) classifier output means, e.g. ["pneumothorax", "ood_distance"];
+    # empty: 1 logit/probability, or 2 softmax columns (pneumothorax last).
+    output_columns: List[str] = field(default_factory=list)
+    # Test-time augmentation the model's figures assume: ["hflip"] = run the mirrored input too and
+    # average (logits for a classifier, probabilities for a segmenter).
+    tta: List[str] = field(default_factory=list)
+    # How the decision's score becomes a calibrated probability (see edge/postprocess.py); empty: none.
+    calibration: Dict[str, Any] = field(default_factory=dict)
     path: str = ""                      # where the manifest was read from (not serialised)
 
     @property
@@ -97,6 +123,29 @@ def _need(d: Dict[str, Any], key: str, where: str) -> Any:
     if key not in d:
         raise ManifestError("%s: missing '%s'" % (where, key))
     return d[key]
+
+
+TTA_KINDS = ("hflip",)
+
+
+def _tta(raw: Any, where: str) -> List[str]:
+    if not isinstance(raw, list) or any(t not in TTA_KINDS for t in raw):
+        raise ManifestError("%s: tta must be a list drawn from %s" % (where, TTA_KINDS))
+    return [str(t) for t in raw]
+
+
+def _window(raw: Any, where: str) -> Optional[WindowSpec]:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ManifestError("%s: preprocessing.window must be an object or null" % where)
+    w = WindowSpec(kind=str(raw.get("kind", "percentile")), low=float(raw.get("low", 1.0)),
+                   high=float(raw.get("high", 99.0)))
+    if w.kind not in WINDOW_KINDS:
+        raise ManifestError("%s: preprocessing.window.kind %r is not one of %s" % (where, w.kind, WINDOW_KINDS))
+    if not 0.0 <= w.low < w.high <= 100.0:
+        raise ManifestError("%s: preprocessing.window needs 0 <= low < high <= 100" % where)
+    return w
 
 
 def parse_manifest(data: Dict[str, Any], where: str = "manifest") -> ModelManifest:
@@ -125,6 +174,7 @@ def parse_manifest(data: Dict[str, Any], where: str = "manifest") -> ModelManife
             std=tuple(float(v) for v in pp["std"]),
             resize=str(pp.get("resize", "stretch")),
             interpolation=str(pp.get("interpolation", "area")),
+            window=_window(pp.get("window"), where),
         )
         inp = dict(_need(data, "input", where))
         out = dict(_need(data, "output", where))
@@ -155,7 +205,10 @@ def parse_manifest(data: Dict[str, Any], where: str = "manifest") -> ModelManife
         thresholds=thresholds, intended_use=use, operating_points=ops,
         training_data=str(data.get("training_data", "")), metrics=dict(data.get("metrics", {})),
         notes=str(data.get("notes", "")), precision=str(data.get("precision", "fp32")),
-        derived_from=str(data.get("derived_from", "")), path=where,
+        derived_from=str(data.get("derived_from", "")),
+        output_columns=[str(c) for c in data.get("output_columns", [])],
+        tta=_tta(data.get("tta", []), where),
+        calibration=dict(data.get("calibration") or {}), path=where,
     )
 
 

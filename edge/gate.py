@@ -1,0 +1,49 @@
+"""Is this a chest radiograph? Pure checks; the pipeline raises
+NotAChestRadiograph (code `not_a_chest_radiograph`) when one fails.
+
+Two gates:
+- the DICOM header: BodyPartExamined, where a modality wrote one, must name
+  the chest (an extremity CR is a radiograph the models must never read);
+- the image itself: the classifier exports, beside its logit, a Mahalanobis
+  distance of its pooled encoder features from the training chest films
+  (mean squared whitened component, about 1 for a typical chest film); above
+  the manifest's `thresholds.ood_max` the film is refused. That catches
+  photographs, other body parts, and DICOMs that claim CHEST but are not.
+"""
+from typing import Optional
+
+from edge.errors import NotAChestRadiograph
+
+# BodyPartExamined values that name or include the chest (DICOM PS3.16 CID 4031
+# code meanings as modalities write them; compared upper-cased, letters and digits only).
+CHEST_BODY_PARTS = frozenset(("CHEST", "THORAX", "LUNG", "LUNGS", "CHESTABDOMEN", "CHESTABDOMENPELVIS",
+                              "THORAXABDOMEN", "RIB", "RIBS", "PORTABLECHEST", "CHESTPA", "CHESTAP"))
+
+
+def _norm(value: str) -> str:
+    return "".join(ch for ch in value.upper() if ch.isalnum())
+
+
+def body_part_is_chest(body_part: Optional[str]) -> Optional[bool]:
+    """True / False from the tag, None when absent or blank (no verdict)."""
+    if body_part is None or not body_part.strip():
+        return None
+    return _norm(body_part) in CHEST_BODY_PARTS
+
+
+def check_body_part(body_part: Optional[str]) -> None:
+    """Refuse a DICOM whose BodyPartExamined names something other than the chest."""
+    if body_part_is_chest(body_part) is False:
+        # The tag holds a body part name, never a patient identifier: safe to quote (shortened).
+        raise NotAChestRadiograph("DICOM BodyPartExamined is %r, not the chest: the models read only "
+                                  "frontal chest radiographs" % body_part.strip()[:32])
+
+
+def check_ood(distance: Optional[float], ood_max: Optional[float]) -> None:
+    """Refuse an image whose feature distance from the training chest films exceeds ood_max."""
+    if distance is None or ood_max is None:
+        return
+    if not distance <= ood_max:      # NaN refuses too
+        raise NotAChestRadiograph("the image does not look like a chest radiograph (feature distance %.1f "
+                                  "> %.1f, the most any training chest film reached with margin)"
+                                  % (distance, ood_max))

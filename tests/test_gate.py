@@ -1,0 +1,45 @@
+"""The not-a-chest gate's pure checks, and the DICOM tag reaching the Image."""
+import numpy as np
+import pytest
+
+from edge.decode import decode_file
+from edge.errors import DecodeError, NotAChestRadiograph
+from edge.gate import body_part_is_chest, check_body_part, check_ood
+from tests.dicom_factory import write_dicom
+
+
+@pytest.mark.parametrize("tag", ["CHEST", "chest", " Chest ", "THORAX", "CHEST_ABDOMEN", "Lungs"])
+def test_chest_body_parts_pass(tag):
+    assert body_part_is_chest(tag) is True
+    check_body_part(tag)
+
+
+@pytest.mark.parametrize("tag", ["EXTREMITY", "HAND", "KNEE", "SKULL", "ABDOMEN", "WHOLE BODY", "PELVIS"])
+def test_other_body_parts_are_refused_with_the_reason_code(tag):
+    assert body_part_is_chest(tag) is False
+    with pytest.raises(NotAChestRadiograph) as exc:
+        check_body_part(tag)
+    assert exc.value.code == "not_a_chest_radiograph" and isinstance(exc.value, DecodeError)
+    assert tag.strip() in str(exc.value)
+
+
+@pytest.mark.parametrize("tag", [None, "", "   "])
+def test_absent_tag_gives_no_verdict(tag):
+    assert body_part_is_chest(tag) is None
+    check_body_part(tag)
+
+
+def test_ood_threshold():
+    check_ood(3.0, 5.0)
+    check_ood(5.0, 5.0)
+    check_ood(None, 5.0)
+    check_ood(99.0, None)
+    for bad in (5.01, float("nan"), float("inf")):
+        with pytest.raises(NotAChestRadiograph):
+            check_ood(bad, 5.0)
+
+
+def test_decoder_reads_body_part_examined(tmp_path):
+    tagged = decode_file(write_dicom(tmp_path / "a.dcm", body_part="EXTREMITY"))
+    untagged = decode_file(write_dicom(tmp_path / "b.dcm"))
+    assert tagged.body_part_examined == "EXTREMITY" and untagged.body_part_examined is None

@@ -1,0 +1,47 @@
+"""The shared-encoder network's pieces: one training step runs, the exported
+classifier's distance column is models.ood.distance of the gate features,
+and the mask-only module is the U-Net's mask."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("segmentation_models_pytorch")
+pytestmark = pytest.mark.models
+
+from edge.inference.manifest import PreprocessSpec, WindowSpec  # noqa: E402
+from models.cvtrain import Recipe, predict, train_net  # noqa: E402
+from models.export_lite0 import ClassifierHead, MaskOnly  # noqa: E402
+from models.nets import build_lite0_unet, gate_features  # noqa: E402
+from models.ood import distance  # noqa: E402
+
+SPEC = PreprocessSpec((64, 64), 1, (0.5,), (0.5,), window=WindowSpec())
+
+
+def test_one_epoch_trains_and_predicts_every_output():
+    rng = np.random.default_rng(0)
+    planes = rng.random((6, 64, 64)).astype(np.float32)
+    masks = np.zeros((6, 64, 64), np.uint8)
+    masks[:2, 10:30, 10:30] = 1
+    labels = np.array([1, 1, 1, 0, 0, 0])
+    has_mask = np.array([True, True, False, True, True, True])
+    net = train_net(planes, masks, labels, has_mask, SPEC,
+                    Recipe(epochs=1, batch_size=3, decoder_channels=(16, 8, 8, 8, 8)), say=lambda m: None)
+    out = predict(net, planes, SPEC, tta=True, batch=3)
+    assert out["prob"].shape == (6, 64, 64) and out["logit"].shape == (6,) and out["feat"].shape == (6, 496)
+    assert np.isfinite(out["logit"]).all() and np.isfinite(out["logit_flip"]).all()
+
+
+def test_exported_modules_compute_what_the_runtime_reads():
+    torch.manual_seed(0)
+    net = build_lite0_unet((16, 8, 8, 8, 8), pretrained=False).eval()
+    rng = np.random.default_rng(1)
+    mean, w = rng.normal(size=496), rng.normal(size=(496, 496)) / 20
+    x = torch.from_numpy(rng.normal(size=(2, 1, 64, 64)).astype(np.float32))
+    with torch.no_grad():
+        feats = net.encoder(x)
+        out = ClassifierHead(net, mean, w).eval()(x).numpy()
+        ref_mask, ref_logit = net(x)
+        mask = MaskOnly(net).eval()(x)
+    np.testing.assert_allclose(out[:, 0], ref_logit.numpy()[:, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[:, 1], distance(gate_features(feats).numpy(), mean, w), rtol=1e-3)
+    np.testing.assert_allclose(mask.numpy(), ref_mask.numpy(), atol=1e-6)
