@@ -12,6 +12,7 @@ Two gates:
 """
 from typing import Optional
 
+from edge.decode.checks import code_string
 from edge.errors import NotAChestRadiograph
 
 # BodyPartExamined values that name or include the chest (DICOM PS3.16 CID 4031
@@ -34,9 +35,12 @@ def body_part_is_chest(body_part: Optional[str]) -> Optional[bool]:
 def check_body_part(body_part: Optional[str]) -> None:
     """Refuse a DICOM whose BodyPartExamined names something other than the chest."""
     if body_part_is_chest(body_part) is False:
-        # The tag holds a body part name, never a patient identifier: safe to quote (shortened).
-        raise NotAChestRadiograph("DICOM BodyPartExamined is %r, not the chest: the models read only "
-                                  "frontal chest radiographs" % body_part.strip()[:32])
+        # Quoted only when it is a well-formed code string: a damaged element length
+        # can make the value run on into the patient's name.
+        shown = code_string(body_part)
+        raise NotAChestRadiograph("DICOM BodyPartExamined is %s, not the chest: the models read only "
+                                  "frontal chest radiographs"
+                                  % (repr(shown) if shown else "an unrecognised value"))
 
 
 def check_ood(distance: Optional[float], ood_max: Optional[float]) -> None:

@@ -43,3 +43,13 @@ def test_decoder_reads_body_part_examined(tmp_path):
     tagged = decode_file(write_dicom(tmp_path / "a.dcm", body_part="EXTREMITY"))
     untagged = decode_file(write_dicom(tmp_path / "b.dcm"))
     assert tagged.body_part_examined == "EXTREMITY" and untagged.body_part_examined is None
+
+
+def test_a_damaged_body_part_is_refused_without_quoting_what_ran_into_it():
+    spilled = "EXTREMITY\\DOE^JANE\\19510203"      # a bad length ran the value into name and birth date
+    with pytest.raises(NotAChestRadiograph) as err:
+        check_body_part(spilled)
+    assert "DOE" not in str(err.value) and "1951" not in str(err.value)
+    assert "unrecognised value" in str(err.value)
+    with pytest.raises(NotAChestRadiograph, match="'EXTREMITY'"):
+        check_body_part("EXTREMITY")
