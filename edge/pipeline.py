@@ -57,16 +57,17 @@ class Pipeline:
         (the right choice when nothing runs alongside)."""
         t0 = time.perf_counter()
         cls_in, cls_geo = _model_input(image, self.classifier)
-        prepared = Prepared(image, cls_in, cls_geo)
+        seg_in = seg_geo = None
         if self._same_input:
-            prepared.seg_in, prepared.seg_geo = cls_in, cls_geo
+            seg_in, seg_geo = cls_in, cls_geo
         elif segmenter_input:
-            prepared.seg_in, prepared.seg_geo = _model_input(image, self.segmenter)
-        prepared.timings_ms["preprocess_ms"] = (time.perf_counter() - t0) * 1000.0
-        return prepared
+            seg_in, seg_geo = _model_input(image, self.segmenter)
+        return Prepared(image, cls_in, cls_geo, seg_in, seg_geo,
+                        {"preprocess_ms": (time.perf_counter() - t0) * 1000.0})
 
     def infer(self, prepared: Prepared, thresholds: Optional[Thresholds] = None) -> Result:
-        """Run the models. Raises NotAChestRadiograph (a DecodeError: the
+        """Run the models; `prepared` is only read (a deferred segmenter
+        input is made here and dropped with the call). Raises NotAChestRadiograph (a DecodeError: the
         file is rejected with that code) for a DICOM whose BodyPartExamined
         names another body part, or when the classifier's feature distance
         says the image is no chest film."""
@@ -92,9 +93,9 @@ class Pipeline:
         seg_prob = geo = None
         if not skip_segmenter(probability, th):
             t3 = clock()
-            if prepared.seg_in is None:
-                prepared.seg_in, prepared.seg_geo = _model_input(prepared.image, self.segmenter)
             seg_in, geo = prepared.seg_in, prepared.seg_geo
+            if seg_in is None:          # deferred by prepare(): made now, not stored on `prepared`
+                seg_in, geo = _model_input(prepared.image, self.segmenter)
             t4 = clock()
             seg_prob = segmenter_probability(self.segmenter.run(seg_in), self.segmenter.manifest)
             if "hflip" in self.segmenter.manifest.tta:
