@@ -190,6 +190,17 @@ def build_event(kind: str, message: str, *, site: str, device: str,
     }
 
 
+def build_status(state: str, *, site: str, device: str,
+                 fields: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The retained status payload, whoever publishes it (the running
+    appliance, its last-will, a one-shot announcement before it runs):
+    `fields` under the envelope, which they cannot override (a provider's
+    own "state" gives way to the state being published)."""
+    body = dict(fields or {})
+    body.update(schema_version=SCHEMA_VERSION, state=state, site=site, device=device, at=utc_iso())
+    return body
+
+
 MAX_INITIALS = 8
 
 
