@@ -24,8 +24,6 @@ SCHEMA_VERSION = 1
 # Least to most trustworthy; an alert is only as validated as its weakest model.
 INTENDED_USE_ORDER = ("untrained", "demo", "validated")
 OPTIONAL_IDENTIFIERS = ("accession_number",)
-EVENT_KINDS = ("rejected", "duplicate", "fault", "recovered", "started", "stopping",
-               "escalated")
 # finding.contours stays small whatever the mask looks like: a display draws it
 # and every alert carries it (docs/ALERTS.md).
 MAX_ALERT_POLYGONS = 8
@@ -249,9 +247,3 @@ def decode(data: bytes) -> Dict[str, Any]:
         raise AlertError("payload is not a JSON object")
     return payload
 
-
-def list_models(models: List[ModelInfo]) -> List[Dict[str, str]]:
-    """Model identities for the status topic."""
-    return [{"name": m.name, "version": m.version, "task": m.task,
-             "precision": m.precision, "backend": m.backend,
-             "intended_use": m.intended_use} for m in models]
