@@ -77,8 +77,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
     log.info("inference backend: %s (%s)", backend, why)
     cls = create_backend(load_manifest(settings.models.classifier), settings.models, backend)
     seg = create_backend(load_manifest(settings.models.segmenter), settings.models, backend)
-    pipeline = Pipeline(cls, seg, settings.decision)
-    pipeline.backend_reason = why
+    pipeline = Pipeline(cls, seg, settings.decision, backend_reason=why)
     for info in pipeline.models:
         if info.intended_use != "validated":
             log.warning("MODEL %s %s is intended_use=%s: %s", info.name, info.version,
@@ -129,7 +128,7 @@ class Appliance:
             "version": __version__,
             "host": socket.gethostname(),
             "backend": models[0].backend,
-            "backend_reason": getattr(self.pipeline, "backend_reason", ""),
+            "backend_reason": self.pipeline.backend_reason,
             "models": [{"name": m.name, "version": m.version, "precision": m.precision,
                         "intended_use": m.intended_use, "sha256": m.sha256} for m in models],
             "intended_use": combined_intended_use(models),

@@ -38,13 +38,15 @@ def _model_input(image: Image, backend: Backend) -> Tuple[np.ndarray, Geometry]:
 
 
 class Pipeline:
-    def __init__(self, classifier: Backend, segmenter: Backend, decision: Optional[DecisionSettings] = None):
+    def __init__(self, classifier: Backend, segmenter: Backend, decision: Optional[DecisionSettings] = None,
+                 backend_reason: str = ""):
         for backend, task in ((classifier, "classification"), (segmenter, "segmentation")):
             if backend.manifest.task != task:
                 raise ValueError("%s is a %s model, expected %s"
                                  % (backend.manifest.name, backend.manifest.task, task))
         self.classifier = classifier
         self.segmenter = segmenter
+        self.backend_reason = backend_reason      # why this backend was chosen (for the status)
         self.thresholds = resolve_thresholds(classifier.manifest, segmenter.manifest,
                                              decision or DecisionSettings())
         self.calibration = parse_calibration(segmenter.manifest)
