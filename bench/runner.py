@@ -105,8 +105,7 @@ def build_pipeline(settings: Settings, variant: Variant) -> Pipeline:
     else:
         cls = create_backend(load_manifest(variant.classifier), s.models, backend)
         seg = create_backend(load_manifest(variant.segmenter), s.models, backend)
-    pipeline = Pipeline(cls, seg, s.decision)
-    pipeline.backend_reason = why
+    pipeline = Pipeline(cls, seg, s.decision, backend_reason=why)
     pipeline.warmup(max(1, s.models.warmup))
     return pipeline
 

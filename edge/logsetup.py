@@ -1,5 +1,5 @@
 """Logging for the runtime: one line per record, UTC time, level, logger,
-message; optionally JSON lines for a log shipper.
+message.
 
 Secrets (the MQTT password, a key passphrase) are registered with
 `register_secret` by whoever reads them; `redact_secrets`, installed on the
@@ -13,7 +13,6 @@ the logger, demoted to DEBUG (the rejection that follows says what is wrong,
 in our words) and stripped of quoted values, which can be the patient's
 name when a length is damaged.
 """
-import json
 import logging
 import re
 import sys
@@ -142,39 +141,22 @@ class LineFormatter(logging.Formatter):
         return _utc(record)
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message[, exception]."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": _utc(record), "level": record.levelname,
-                 "logger": record.name, "message": record.getMessage()}
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            entry["exception"] = record.exc_text
-        if record.stack_info:
-            entry["stack"] = record.stack_info
-        return json.dumps(entry, ensure_ascii=False)
-
-
 def _utc(record: logging.LogRecord) -> str:
     return "%s.%03dZ" % (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
                          int(record.msecs))
 
 
-def make_handler(json_lines: bool = False,
-                 stream: Optional[TextIO] = None) -> logging.Handler:
+def make_handler(stream: Optional[TextIO] = None) -> logging.Handler:
     """A stream handler with the runtime's format and the secret filter."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_lines else LineFormatter())
+    handler.setFormatter(LineFormatter())
     handler.addFilter(library_noise)
     handler.addFilter(redact_secrets)
     handler._pneumo_edge = True  # type: ignore[attr-defined]  # ours, to replace on re-setup
     return handler
 
 
-def setup_logging(level: str, json_lines: bool = False,
-                  stream: Optional[TextIO] = None) -> logging.Handler:
+def setup_logging(level: str, stream: Optional[TextIO] = None) -> logging.Handler:
     """Configure the root logger (idempotent: replaces a handler it added
     before, leaves others alone). Returns the handler."""
     name = level.upper()
@@ -184,7 +166,7 @@ def setup_logging(level: str, json_lines: bool = False,
     for old in [h for h in root.handlers if getattr(h, "_pneumo_edge", False)]:
         root.removeHandler(old)
         old.close()
-    handler = make_handler(json_lines, stream)
+    handler = make_handler(stream)
     root.addHandler(handler)
     root.setLevel(getattr(logging, name))
     route_warnings()

@@ -38,13 +38,15 @@ def _model_input(image: Image, backend: Backend) -> Tuple[np.ndarray, Geometry]:
 
 
 class Pipeline:
-    def __init__(self, classifier: Backend, segmenter: Backend, decision: Optional[DecisionSettings] = None):
+    def __init__(self, classifier: Backend, segmenter: Backend, decision: Optional[DecisionSettings] = None,
+                 backend_reason: str = ""):
         for backend, task in ((classifier, "classification"), (segmenter, "segmentation")):
             if backend.manifest.task != task:
                 raise ValueError("%s is a %s model, expected %s"
                                  % (backend.manifest.name, backend.manifest.task, task))
         self.classifier = classifier
         self.segmenter = segmenter
+        self.backend_reason = backend_reason      # why this backend was chosen (for the status)
         self.thresholds = resolve_thresholds(classifier.manifest, segmenter.manifest,
                                              decision or DecisionSettings())
         self.calibration = parse_calibration(segmenter.manifest)
@@ -57,16 +59,17 @@ class Pipeline:
         (the right choice when nothing runs alongside)."""
         t0 = time.perf_counter()
         cls_in, cls_geo = _model_input(image, self.classifier)
-        prepared = Prepared(image, cls_in, cls_geo)
+        seg_in = seg_geo = None
         if self._same_input:
-            prepared.seg_in, prepared.seg_geo = cls_in, cls_geo
+            seg_in, seg_geo = cls_in, cls_geo
         elif segmenter_input:
-            prepared.seg_in, prepared.seg_geo = _model_input(image, self.segmenter)
-        prepared.timings_ms["preprocess_ms"] = (time.perf_counter() - t0) * 1000.0
-        return prepared
+            seg_in, seg_geo = _model_input(image, self.segmenter)
+        return Prepared(image, cls_in, cls_geo, seg_in, seg_geo,
+                        {"preprocess_ms": (time.perf_counter() - t0) * 1000.0})
 
     def infer(self, prepared: Prepared, thresholds: Optional[Thresholds] = None) -> Result:
-        """Run the models. Raises NotAChestRadiograph (a DecodeError: the
+        """Run the models; `prepared` is only read (a deferred segmenter
+        input is made here and dropped with the call). Raises NotAChestRadiograph (a DecodeError: the
         file is rejected with that code) for a DICOM whose BodyPartExamined
         names another body part, or when the classifier's feature distance
         says the image is no chest film."""
@@ -92,9 +95,9 @@ class Pipeline:
         seg_prob = geo = None
         if not skip_segmenter(probability, th):
             t3 = clock()
-            if prepared.seg_in is None:
-                prepared.seg_in, prepared.seg_geo = _model_input(prepared.image, self.segmenter)
             seg_in, geo = prepared.seg_in, prepared.seg_geo
+            if seg_in is None:          # deferred by prepare(): made now, not stored on `prepared`
+                seg_in, geo = _model_input(prepared.image, self.segmenter)
             t4 = clock()
             seg_prob = segmenter_probability(self.segmenter.run(seg_in), self.segmenter.manifest)
             if "hflip" in self.segmenter.manifest.tta:

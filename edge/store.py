@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator, List, Optional
+from typing import Iterator, Optional
 
 from edge.errors import StoreError
 
@@ -49,7 +49,7 @@ def is_corruption(exc: BaseException) -> bool:
 
 
 class Store:
-    def __init__(self, state_dir: str, schemas: List[str] = ()):
+    def __init__(self, state_dir: str):
         self.path = os.path.join(state_dir, DB_NAME)
         try:
             os.makedirs(state_dir, exist_ok=True)
@@ -69,8 +69,6 @@ class Store:
                 self._open_and_check()
             except sqlite3.Error as again:
                 raise StoreError("cannot create a new database at %s: %s" % (self.path, one_line(again)))
-        for sql in schemas:
-            self.add_schema(sql)
 
     def _open_and_check(self) -> None:
         conn = self.connection()

@@ -30,7 +30,7 @@ class Recipe:
     min_lr_ratio: float = 0.02
     negatives_per_positive: float = 1.0
     # BCE weight of pneumothorax pixels: 10 (the from-scratch recipe's) left a pretrained net at
-    # p ~0.12 over the whole background and Dice 0.48 on two folds; 1 is the measured recipe.
+    # p ~0.12 over the whole background and Dice 0.48 on two folds; 1 is the earlier quick test's recipe.
     pos_weight: float = 1.0
     dice: float = 1.0
     cls_weight: float = 0.5           # image-level head's BCE, beside the mask loss

@@ -9,7 +9,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from edge.alerts import schema
-from edge.alerts.schema import (SCHEMA_VERSION, alert_id_for, build_alert, build_event,
+from edge.alerts.schema import (SCHEMA_VERSION, alert_id_for, build_alert, build_event, build_status,
                                 combined_intended_use, decode, encode, image_identity)
 from edge.alerts.topics import Topics, subscription
 from edge.errors import AlertError
@@ -235,3 +235,10 @@ def test_ack_payload_round_trips_and_bad_acks_are_refused():
         with pytest.raises(AlertError):
             schema.check_ack(broken)
     assert Topics("pneumo", "ward-3", "cart-1").ack == "pneumo/ward-3/cart-1/ack"
+
+
+def test_status_envelope_wins_over_the_providers_fields():
+    body = build_status("offline", site="ward-3", device="cart-1",
+                        fields={"state": "online", "site": "elsewhere", "queue_depth": 4})
+    assert (body["state"], body["site"], body["device"]) == ("offline", "ward-3", "cart-1")
+    assert body["queue_depth"] == 4 and body["schema_version"] == SCHEMA_VERSION and body["at"].endswith("Z")

@@ -1,6 +1,5 @@
 """Log lines: one per record, UTC, and never a registered secret."""
 import io
-import json
 import logging
 import re
 
@@ -32,14 +31,6 @@ def test_a_line_has_utc_time_level_logger_and_message(capture_log):
                         line)
 
 
-def test_json_lines(capture_log):
-    logsetup.setup_logging("DEBUG", json_lines=True, stream=capture_log)
-    logging.getLogger("edge.alerts").warning("queue %d", 3)
-    entry = json.loads(capture_log.getvalue())
-    assert entry["level"] == "WARNING" and entry["logger"] == "edge.alerts"
-    assert entry["message"] == "queue 3" and entry["time"].endswith("Z")
-
-
 def test_setup_twice_replaces_its_own_handler(capture_log):
     logsetup.setup_logging("INFO", stream=capture_log)
     logsetup.setup_logging("INFO", stream=capture_log)
@@ -47,9 +38,8 @@ def test_setup_twice_replaces_its_own_handler(capture_log):
     assert capture_log.getvalue().count("once") == 1
 
 
-@pytest.mark.parametrize("json_lines", [False, True])
-def test_a_registered_secret_never_appears(capture_log, json_lines):
-    logsetup.setup_logging("DEBUG", json_lines=json_lines, stream=capture_log)
+def test_a_registered_secret_never_appears(capture_log):
+    logsetup.setup_logging("DEBUG", stream=capture_log)
     logsetup.register_secret("s3cret")
     logsetup.register_secret("")  # ignored, not "mask everything"
     log = logging.getLogger("paho.client")

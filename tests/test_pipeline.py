@@ -1,4 +1,6 @@
 """The pipeline on real ONNX Runtime with tiny models that react to bright pixels."""
+import json
+
 import numpy as np
 import pytest
 
@@ -67,10 +69,48 @@ def test_models_swapped_between_roles_are_refused(tmp_path):
         Pipeline(OnnxRuntimeBackend(load_manifest(seg)), OnnxRuntimeBackend(load_manifest(cls)))
 
 
-def test_warmup_reports_times(pipeline):
-    w = pipeline.warmup(2)
+class CountingBackend(OnnxRuntimeBackend):
+    """A real ONNX Runtime backend that counts its runs."""
+
+    def __init__(self, manifest):
+        super().__init__(manifest, threads=1)
+        self.calls = 0
+
+    def run(self, tensor):
+        self.calls += 1
+        return super().run(tensor)
+
+
+def test_warmup_runs_each_model_the_asked_number_of_times_and_times_the_runs(tmp_path):
+    cls, seg = (CountingBackend(load_manifest(p)) for p in write_tiny_models(str(tmp_path)))
+    pipeline = Pipeline(cls, seg)
+    try:
+        w = pipeline.warmup(3)
+    finally:
+        pipeline.close()
+    assert (cls.calls, seg.calls) == (3, 3)
     assert set(w) == {"tiny-classifier", "tiny-segmenter"}
-    assert all(v["first_ms"] >= 0 for v in w.values())
+    assert all(v["first_ms"] > 0 and v["last_ms"] > 0 for v in w.values())
+
+
+def test_infer_leaves_its_input_as_it_was(tmp_path):
+    """A deferred segmenter input is made inside infer, not stored on the Prepared."""
+    cls, seg = write_tiny_models(str(tmp_path))
+    sidecar = seg[:-len(".onnx")] + ".json"
+    manifest = json.load(open(sidecar))
+    manifest["preprocessing"]["interpolation"] = "linear"   # inputs differ: the segmenter's can be deferred
+    json.dump(manifest, open(sidecar, "w"))
+    pipeline = Pipeline(OnnxRuntimeBackend(load_manifest(cls), threads=1),
+                        OnnxRuntimeBackend(load_manifest(seg), threads=1))
+    try:
+        prepared = pipeline.prepare(radiograph((64, 192, 40, 200)), segmenter_input=False)
+        assert prepared.seg_in is None
+        timings = dict(prepared.timings_ms)
+        result = pipeline.infer(prepared)
+    finally:
+        pipeline.close()
+    assert result.finding.pneumothorax and "segment_ms" in result.timings_ms
+    assert prepared.seg_in is None and prepared.seg_geo is None and prepared.timings_ms == timings
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from paho.mqtt.client import CallbackAPIVersion
 
 from edge import __version__
 from edge.alerts.credentials import configure_client
-from edge.alerts.schema import SCHEMA_VERSION, encode, utc_iso
+from edge.alerts.schema import build_status, encode
 from edge.alerts.topics import Topics
 from edge.settings import Settings
 
@@ -21,9 +21,8 @@ def announce_state(settings: Settings, state: str, timeout: float = 5.0, **field
     """Publish {"state": state, ...} retained on the device's status topic.
     True when the broker acknowledged it."""
     topics = Topics(settings.mqtt.topic_prefix, settings.site, settings.device)
-    payload = {"schema_version": SCHEMA_VERSION, "state": state, "site": settings.site,
-               "device": settings.device, "version": __version__, "at": utc_iso()}
-    payload.update(fields)
+    fields.setdefault("version", __version__)
+    payload = build_status(state, site=settings.site, device=settings.device, fields=fields)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311,
                          client_id="pneumo-edge-announce-%s-%s" % (settings.site, settings.device))
     configure_client(client, settings.mqtt)

@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.alerts.credentials import configure_client
 from edge.alerts.outbox import Outbox, OutboxRow
-from edge.alerts.schema import SCHEMA_VERSION, encode, utc_iso
+from edge.alerts.schema import build_status, encode
 from edge.alerts.topics import Topics
 from edge.errors import AlertError, PneumoEdgeError
 from edge.settings import MqttSettings
@@ -162,13 +162,12 @@ class Publisher:
                 body.update(self._status() or {})
             except Exception as exc:   # a status provider bug must not stop alerts
                 log.warning("status provider failed: %s", exc)
-        body.update(schema_version=SCHEMA_VERSION, state=state, site=self.topics.site,
-                    device=self.topics.device, client_id=self.client_id, at=utc_iso())
+        body["client_id"] = self.client_id
         if depth is not None:
             body["queue_depth"] = depth
         if clean is not None:
             body["clean"] = clean   # offline: False means the last-will (connection lost)
-        return encode(body)
+        return encode(build_status(state, site=self.topics.site, device=self.topics.device, fields=body))
 
     def publish_status(self, state: Optional[str] = None,
                        clean: Optional[bool] = None) -> Optional[mqtt.MQTTMessageInfo]:

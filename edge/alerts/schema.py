@@ -24,8 +24,6 @@ SCHEMA_VERSION = 1
 # Least to most trustworthy; an alert is only as validated as its weakest model.
 INTENDED_USE_ORDER = ("untrained", "demo", "validated")
 OPTIONAL_IDENTIFIERS = ("accession_number",)
-EVENT_KINDS = ("rejected", "duplicate", "fault", "recovered", "started", "stopping",
-               "escalated")
 # finding.contours stays small whatever the mask looks like: a display draws it
 # and every alert carries it (docs/ALERTS.md).
 MAX_ALERT_POLYGONS = 8
@@ -190,6 +188,17 @@ def build_event(kind: str, message: str, *, site: str, device: str,
     }
 
 
+def build_status(state: str, *, site: str, device: str,
+                 fields: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The retained status payload, whoever publishes it (the running
+    appliance, its last-will, a one-shot announcement before it runs):
+    `fields` under the envelope, which they cannot override (a provider's
+    own "state" gives way to the state being published)."""
+    body = dict(fields or {})
+    body.update(schema_version=SCHEMA_VERSION, state=state, site=site, device=device, at=utc_iso())
+    return body
+
+
 MAX_INITIALS = 8
 
 
@@ -238,9 +247,3 @@ def decode(data: bytes) -> Dict[str, Any]:
         raise AlertError("payload is not a JSON object")
     return payload
 
-
-def list_models(models: List[ModelInfo]) -> List[Dict[str, str]]:
-    """Model identities for the status topic."""
-    return [{"name": m.name, "version": m.version, "task": m.task,
-             "precision": m.precision, "backend": m.backend,
-             "intended_use": m.intended_use} for m in models]

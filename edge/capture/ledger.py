@@ -4,13 +4,13 @@ Lives in the Store's one SQLite file beside the alert outbox, so the
 worker marks an image done and queues its alert in one transaction:
 mark_done/mark_rejected take the connection from `store.transaction()`.
 A re-sent identical file finds its row already done and is not alerted
-twice; such re-sends are counted on that row (the key is the content, so a
-separate "duplicate" row cannot exist) and reported by counts().
+twice. `duplicates` counts claims of content already done or rejected (the
+key is the content, so a separate "duplicate" row cannot exist).
 """
 import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Optional
 
 from edge.errors import StoreError
 from edge.store import Store
@@ -63,7 +63,7 @@ class Ledger:
         """Record a claimed file. A new content gets a `claimed` row; content
         seen before keeps its row and state (a crash left it `claimed`, or it
         is a re-send of a `done`/`rejected` one, counted as a duplicate).
-        Returns the row as it now stands: check `.state` or is_done()."""
+        Returns the row as it now stands."""
         now = time.time()
         conn = self._store.connection()
         try:
@@ -89,10 +89,6 @@ class Ledger:
             raise StoreError("cannot read the capture ledger: %s" % exc)
         return _entry(row) if row is not None else None
 
-    def is_done(self, sha256: str) -> bool:
-        entry = self.lookup(sha256)
-        return entry is not None and entry.state == "done"
-
     def mark_done(self, conn: sqlite3.Connection, sha256: str, alert_id: str) -> None:
         """Inside the caller's transaction, with the outbox insert beside it."""
         self._finish(conn, sha256, "done", alert_id=alert_id, reason_code=None, reason=None)
@@ -114,17 +110,3 @@ class Ledger:
         if cursor.rowcount != 1:
             raise StoreError("cannot mark %s %s: it was never claimed (record_claim first)"
                              % (sha256, state))
-
-    def counts(self) -> Dict[str, int]:
-        """Rows per state, plus `duplicate`: identical files received again."""
-        try:
-            conn = self._store.connection()
-            counts = {state: 0 for state in STATES}
-            for row in conn.execute("SELECT state, COUNT(*) AS n FROM capture_ledger"
-                                    " GROUP BY state"):
-                counts[row["state"]] = row["n"]
-            total = conn.execute("SELECT COALESCE(SUM(duplicates), 0) FROM capture_ledger")
-            counts["duplicate"] = int(total.fetchone()[0])
-        except sqlite3.Error as exc:
-            raise StoreError("cannot read the capture ledger: %s" % exc)
-        return counts

@@ -10,7 +10,8 @@ from edge.errors import (ImageTooLarge, UnsupportedImage, UnsupportedModality)
 from edge.settings import DecodeSettings
 
 # DICOM ViewPosition values for side views. Decubitus (LLD/RLD) are listed
-# because the brief asks for it; a site that wants them can turn reject_lateral off.
+# too: side-lying, horizontal-beam films are not what the models were trained
+# on (frontal films); a site that wants them can turn reject_lateral off.
 LATERAL_VIEWS = frozenset({"LL", "RL", "LLD", "RLD", "LAT", "LATERAL",
                            "LEFT LATERAL", "RIGHT LATERAL"})
 

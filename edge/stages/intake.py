@@ -1,0 +1,89 @@
+"""Intake of one claimed file: dedupe, read, decode, preprocess. It ends
+the file itself (rejected, duplicate, returned to its writer) or leaves the
+Job ready for the models."""
+import logging
+import threading
+import time
+from typing import Callable, Optional
+
+from edge.capture.folders import CaptureFolders, Claimed
+from edge.capture.ledger import Ledger
+from edge.capture.watcher import Watcher
+from edge.decode import decode_bytes
+from edge.errors import CorruptImage, DecodeError, NotAnImage
+from edge.pipeline import Pipeline
+from edge.settings import Settings
+from edge.stages.job import Job, Outcome
+from edge.stages.rejections import Rejections
+from edge.stages.tally import Tally
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(self, settings: Settings, pipeline: Pipeline, ledger: Ledger, folders: CaptureFolders,
+                 rejections: Rejections, tally: Tally, stop: threading.Event,
+                 watcher: Callable[[], Optional[Watcher]], decode_side: int):
+        self.settings, self.pipeline, self.ledger, self.folders = settings, pipeline, ledger, folders
+        self.rejections, self.tally, self._stop = rejections, tally, stop
+        self._watcher = watcher            # made at start(): absent for callers without threads
+        self._decode_side = decode_side
+
+    def run(self, job: Job) -> Optional[Outcome]:
+        """The Outcome when the file ends here; None when job.prepared is ready."""
+        claimed = job.claimed
+        if claimed.problem is not None:          # unreadable, too large, not a file: refused unread
+            code, reason = claimed.problem
+            return self.rejections.reject(claimed, code, reason)
+        if claimed.changing:
+            return self._return(claimed)
+        entry = self.ledger.lookup(claimed.sha256)
+        if entry is not None and entry.state == "done":
+            return self.rejections.duplicate(claimed, entry.alert_id)
+        if entry is not None and entry.state == "rejected" and entry.reason_code != "fault":
+            # Rejected before (or a crash between the ledger commit and the move):
+            # the same bytes get the same verdict. A fault may be transient: retried.
+            self.folders.reject(claimed, entry.reason_code or "rejected", entry.reason or "rejected earlier")
+            return Outcome(claimed.label, "rejected", reason=entry.reason)
+        self.ledger.record_claim(claimed.sha256, claimed.label)
+        try:
+            with job.timings.measure("read_ms"):
+                data = job.read()
+            with job.timings.measure("decode_ms"):
+                job.image = decode_bytes(data, self.settings.decode, name=claimed.label,
+                                         min_side=self._decode_side)
+        except FileNotFoundError:
+            return Outcome(claimed.label, "vanished")
+        except DecodeError as exc:
+            if self._writer_not_done(claimed, exc):
+                return self._return(claimed)
+            return self.rejections.reject(claimed, exc.code, str(exc))
+        del data
+        job.data = None              # the bytes are decoded: do not hold them while the models run
+        job.prepared = self.pipeline.prepare(job.image)
+        return None
+
+    def _writer_not_done(self, claimed: Claimed, exc: DecodeError) -> bool:
+        """A file that looks cut off may still be being written (a writer that
+        paused longer than settle_s). If it changed since it was read, or
+        changes within one more settle_s while it is still fresh, it goes
+        back to incoming/ instead of being rejected."""
+        if not isinstance(exc, (CorruptImage, NotAnImage)):
+            return False
+        if self.folders.changed(claimed):
+            return True
+        settle = self.settings.capture.settle_s
+        mtime_ns = claimed.stat_key[1] if claimed.stat_key else 0
+        if settle > 0 and time.time() - mtime_ns / 1e9 < 4 * settle:
+            self._stop.wait(settle)
+            return self.folders.changed(claimed)
+        return False
+
+    def _return(self, claimed: Claimed) -> Outcome:
+        where = self.folders.unclaim(claimed)
+        watcher = self._watcher()
+        if watcher is not None:
+            watcher.again(where, returned=True)
+        self.tally.count("returned")
+        log.info("%s is still being written; returned to incoming/ to settle again", claimed.label)
+        return Outcome(claimed.label, "returned")
