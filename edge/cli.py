@@ -170,6 +170,7 @@ def cmd_process(args) -> int:
     from edge.app import build_pipeline
     from edge.hashing import sha256_file
     from edge.decode import decode_file
+    from edge.errors import DecodeError
     settings = _settings(args)
     unreadable = [(path, _unreadable(path)) for path in args.files]
     for path, why in unreadable:
@@ -185,7 +186,8 @@ def cmd_process(args) -> int:
             try:
                 image = decode_file(path, settings.decode)
                 sha, _ = sha256_file(path)
-            except PneumoEdgeError as exc:
+                result = pipeline.run(image)    # the not-a-chest gate refuses here, as a DecodeError
+            except DecodeError as exc:
                 print(json.dumps({"file": path, "rejected": getattr(exc, "code", "error"), "reason": str(exc)}))
                 rc = EXIT_REJECTED
                 continue
@@ -193,7 +195,6 @@ def cmd_process(args) -> int:
                 print("pneumo-edge: error: %s: %s" % (path, exc.strerror or exc), file=sys.stderr)
                 rc = EXIT_REJECTED
                 continue
-            result = pipeline.run(image)
             alert = build_alert(result, image, file_name=os.path.basename(path), file_sha256=sha,
                                 site=settings.site, device=settings.device,
                                 identify_by=settings.alerts.identify_by)

@@ -118,3 +118,18 @@ def test_watch_hint_carries_the_config_when_tls_and_auth_are_configured(tmp_path
     args = build_parser().parse_args(["run"])
     plain = watch_command(load_config(None), args)
     assert plain.endswith("alerts --mqtt-host 127.0.0.1 --mqtt-port 1883") and "--config" not in plain
+
+
+def test_process_reports_a_film_the_gate_refuses_and_goes_on_to_the_next(tmp_path):
+    import json
+    import numpy as np
+    from tests.dicom_factory import write_dicom
+    pixels = (np.random.default_rng(0).random((512, 512)) * 4000).astype(np.uint16)
+    foot = write_dicom(str(tmp_path / "foot.dcm"), pixels, modality="CR", body_part="FOOT")
+    chest = write_dicom(str(tmp_path / "chest.dcm"), pixels, modality="DX", body_part="CHEST")
+    r = cli("process", "--compact", foot, chest)
+    assert "Traceback" not in r.stderr
+    lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    assert lines[0] == {"file": foot, "rejected": "not_a_chest_radiograph", "reason": lines[0]["reason"]}
+    assert len(lines) == 2 and lines[1].get("file") != foot     # the next film was still read
+    assert r.returncode == 3
