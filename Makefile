@@ -6,6 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-runtime
 MSTAMP  := $(VENV)/.installed-models
 PIP     := $(BIN)/python -m pip -q --disable-pip-version-check
+APT_ENSURE := sh deploy/apt-ensure.sh
 
 .PHONY: venv venv-models venv-floor run test test-floor test-fast bench mosquitto openjpeg chromium hospital-tools test-broker-tier clean fuzz
 
@@ -22,62 +23,27 @@ $(MSTAMP): $(STAMP) requirements/models-constraints.txt
 	@touch $@
 
 mosquitto:
-	@if command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing mosquitto (apt-get)"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
-	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
-	else \
-	  echo "mosquitto (the MQTT broker) is needed: install it with 'sudo apt-get install mosquitto'" >&2; exit 1; \
-	fi
+	@$(APT_ENSURE) required 'command -v mosquitto || test -x /usr/sbin/mosquitto' \
+	  'mosquitto (the MQTT broker) is needed' mosquitto
 
 # libopenjp2 for glymur's reduced-resolution JPEG 2000 decoding (edge/decode/j2k.py);
 # without it the runtime decodes JPEG 2000 at full size and logs that once.
 openjpeg:
-	@if ldconfig -p 2>/dev/null | grep -q libopenjp2; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing libopenjp2-7 (apt-get)"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenjp2-7 >/dev/null; \
-	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenjp2-7 >/dev/null; \
-	else \
-	  echo "note: libopenjp2 missing (sudo apt-get install libopenjp2-7): JPEG 2000 decodes at full size" >&2; \
-	fi
+	@$(APT_ENSURE) optional 'ldconfig -p | grep -q libopenjp2' \
+	  'JPEG 2000 decodes at full size' libopenjp2-7
 
 # Debian's Chromium for the display's browser tests (Playwright drives it; nothing
 # is downloaded by Playwright itself). Without it those tests skip.
 chromium:
-	@if test -x /usr/bin/chromium || command -v chromium >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing chromium (apt-get)"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	else \
-	  echo "chromium is not installed and cannot be: the display's browser tests will skip" >&2; \
-	fi
+	@$(APT_ENSURE) optional 'test -x /usr/bin/chromium || command -v chromium' \
+	  "the display's browser tests will skip" chromium
 
 # Orthanc (a real PACS) and dcmtk (storescu/echoscu, the cart's side) for the DICOM tests;
 # those tests skip where these cannot be installed. The tests start their own Orthanc on
 # free loopback ports; the package's system service is not used.
 hospital-tools:
-	@missing=""; \
-	test -x /usr/sbin/Orthanc || command -v Orthanc >/dev/null 2>&1 || missing="$$missing orthanc"; \
-	test -x /usr/bin/storescu || missing="$$missing dcmtk"; \
-	if [ -z "$$missing" ]; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing$$missing (apt-get)"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	  sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	else \
-	  echo "note:$$missing not installed (sudo apt-get install$$missing); the PACS/DICOM tests will skip" >&2; \
-	fi
+	@$(APT_ENSURE) optional 'test -x /usr/sbin/Orthanc || command -v Orthanc' 'the PACS tests will skip' orthanc
+	@$(APT_ENSURE) optional 'test -x /usr/bin/storescu' 'the DICOM network tests will skip' dcmtk
 
 # The appliance on its embedded defaults: bundled models on ONNX Runtime, a local
 # mosquitto on 127.0.0.1:1883 (started if none is listening), ./capture, ./state.
@@ -118,12 +84,8 @@ test-floor: venv-floor mosquitto openjpeg hospital-tools
 # The appliance and the display against RabbitMQ's MQTT plugin (a clustering broker):
 # ~15 s to start, so marked `rabbitmq` and kept out of `make test`; CI runs it (.ci/run).
 test-broker-tier: venv mosquitto
-	@command -v rabbitmq-server >/dev/null 2>&1 || test -x /usr/sbin/rabbitmq-server || \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing rabbitmq-server (apt-get)"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null; \
-	  else echo "rabbitmq-server is not installed (sudo apt-get install rabbitmq-server)" >&2; exit 1; fi
+	@$(APT_ENSURE) required 'command -v rabbitmq-server || test -x /usr/sbin/rabbitmq-server' \
+	  'the broker-tier tests need it' rabbitmq-server
 	$(BIN)/pytest -q -m rabbitmq tests/test_fleet_rabbitmq.py
 
 # Without torch: the runtime's own tests only.
