@@ -6,11 +6,11 @@ import queue
 import tempfile
 import time
 from dataclasses import replace
-from typing import Callable, List, Union
+from typing import List, Union
 
 from edge.app import Appliance, Outcome
 from tests.dicom_factory import write_dicom
-from tests.test_appliance import make_settings, radiograph_pixels
+from tests.test_appliance import make_settings, radiograph_pixels, wait_until  # noqa: F401 (re-exported for the attack tests)
 
 PATIENT_NAME = "Smith^Johanna"
 BIRTH_DATE = "19480213"
@@ -61,16 +61,6 @@ def collect(app: Appliance, count: int, timeout: float = 60.0,
         if not final or outcome.state in FINAL:
             got.append(outcome)
     return got
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
 
 
 def reason_files(folder: str) -> List[str]:

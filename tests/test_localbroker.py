@@ -11,19 +11,11 @@ import pytest
 
 from edge.localbroker import ensure_local_broker, find_mosquitto, listening, stop_broker
 from tests.mosquitto import Subscriber, free_port
+from tests.test_appliance import wait_until
 from tests.tiny_models import write_tiny_models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
-
-
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
 
 
 def ipv6_loopback_port():
