@@ -33,6 +33,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: Optional[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM a test server, SIGKILL it if it is still there after `grace_s`."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 class Mosquitto:
     """One broker process. `restart()` keeps the port, so clients reconnect.
 
@@ -94,15 +106,8 @@ class Mosquitto:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        if proc.stderr:
+        stop_process(proc, grace_s=5)
+        if proc is not None and proc.stderr:
             proc.stderr.close()
 
     def restart(self) -> "Mosquitto":

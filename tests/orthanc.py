@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Dict, List, Optional
 
-from tests.mosquitto import free_port
+from tests.mosquitto import free_port, stop_process
 
 SKIP_REASON = "Orthanc is not installed (apt-get install orthanc); the PACS tests need a real PACS"
 
@@ -65,14 +65,7 @@ class Orthanc:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, grace_s=15)
 
     def _request(self, path: str, body: Optional[bytes] = None) -> bytes:
         req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.http_port, path), data=body)
