@@ -95,6 +95,17 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _move(claimed: "Claimed", target: str, failure: str) -> str:
+    """Rename the claimed file to `target`, then make both folders' entries durable."""
+    try:
+        os.rename(claimed.path, target)
+    except OSError as exc:
+        raise CaptureError("%s: %s" % (failure, exc.strerror))
+    fsync_dir_quietly(os.path.dirname(target))
+    fsync_dir_quietly(os.path.dirname(claimed.path))
+    return target
+
+
 def _free_name(folder: str, name: str, also_free: str = "") -> str:
     """`name`, or `stem-N.ext` with the smallest N making it (and
     name+also_free, e.g. its reason file) unused in `folder`; shortened
@@ -174,13 +185,7 @@ class CaptureFolders:
         """Put a file whose writer is not done back into incoming/ (it will
         settle again); returns its path there."""
         target = os.path.join(self.incoming, _free_name(self.incoming, os.path.basename(claimed.name)))
-        try:
-            os.rename(claimed.path, target)
-        except OSError as exc:
-            raise CaptureError("cannot return %s to incoming/: %s" % (claimed.label, exc.strerror))
-        fsync_dir_quietly(self.incoming)
-        fsync_dir_quietly(self.processing)
-        return target
+        return _move(claimed, target, "cannot return %s to incoming/" % claimed.label)
 
     def changed(self, claimed: Claimed) -> bool:
         """True if the file's size or mtime differ from when it was read."""
@@ -194,18 +199,15 @@ class CaptureFolders:
 
     def finish(self, claimed: Claimed) -> Optional[str]:
         """Move to done/ (returns the new path) or delete (returns None)."""
-        try:
-            if self.on_success == "delete":
+        if self.on_success == "delete":
+            try:
                 os.unlink(claimed.path)
                 fsync_dir(self.processing)
-                return None
-            target = os.path.join(self.done, _free_name(self.done, os.path.basename(claimed.name)))
-            os.rename(claimed.path, target)
-        except OSError as exc:
-            raise CaptureError("cannot finish %s: %s" % (claimed.label, exc.strerror))
-        fsync_dir_quietly(self.done)
-        fsync_dir_quietly(self.processing)
-        return target
+            except OSError as exc:
+                raise CaptureError("cannot finish %s: %s" % (claimed.label, exc.strerror))
+            return None
+        target = os.path.join(self.done, _free_name(self.done, os.path.basename(claimed.name)))
+        return _move(claimed, target, "cannot finish %s" % claimed.label)
 
     def reject(self, claimed: Claimed, code: str, reason: str,
                details: Optional[Dict[str, Any]] = None) -> str:
@@ -225,13 +227,10 @@ class CaptureFolders:
         self._write_atomic(target + REASON_SUFFIX,
                            json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
         try:
-            os.rename(claimed.path, target)
-        except OSError as exc:
+            return _move(claimed, target, "cannot move %s to %s" % (claimed.label, self.rejected))
+        except CaptureError:
             self._remove_quietly(target + REASON_SUFFIX)
-            raise CaptureError("cannot move %s to %s: %s" % (claimed.label, self.rejected, exc.strerror))
-        fsync_dir_quietly(self.rejected)
-        fsync_dir_quietly(self.processing)
-        return target
+            raise
 
     def quarantine_stray(self, path: str, code: str, reason: str) -> str:
         """Move a non-regular entry (FIFO, folder, symlink) out of incoming/
