@@ -365,3 +365,15 @@ def test_password_from_file_or_env_and_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(AlertError):
         Publisher(MqttSettings(username="u", password_file=str(tmp_path / "missing")), TOPICS,
                   Outbox(Store(str(tmp_path / "st"))), dict, "x")
+
+
+def test_a_tls_file_gone_after_the_config_check_is_a_clear_error(tmp_path):
+    # load_config checks the files exist; one removed before start-up still stops it, named
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from edge.alerts.credentials import configure_client
+    from edge.errors import AlertError
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="t")
+    gone = str(tmp_path / "ca.crt")
+    with pytest.raises(AlertError, match="cannot set up MQTT TLS \\(ca %s, cert none, key none\\)" % gone):
+        configure_client(client, MqttSettings(tls=TlsSettings(enabled=True, ca_file=gone)))

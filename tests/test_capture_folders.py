@@ -35,11 +35,6 @@ def test_a_root_that_cannot_hold_folders_is_a_clear_capture_error(tmp_path):
         _folders(tmp_path)
 
 
-def test_unknown_on_success_policy_is_refused(tmp_path):
-    with pytest.raises(CaptureError, match="move or delete"):
-        _folders(tmp_path, on_success="archive")
-
-
 def test_claim_moves_into_processing_and_hashes_the_content(tmp_path):
     f = _folders(tmp_path)
     data = os.urandom(3 * 1024 * 1024 + 17)     # several hashing chunks

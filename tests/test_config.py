@@ -257,6 +257,9 @@ def test_a_section_left_empty_keeps_its_defaults(tmp_path):
     ("mqtt:\n  tls:\n    enabled: true\n", "mqtt.tls.enabled", "ca_file is not set"),
     ("mqtt:\n  tls:\n    cert_file: c.crt\n", "mqtt.tls.cert_file",
      "needs both mqtt.tls.cert_file and mqtt.tls.key_file"),
+    ("mqtt:\n  tls:\n    key_file: c.key\n", "mqtt.tls.key_file", "mqtt.tls.cert_file is not set"),
+    ("mqtt:\n  reconnect_min_s: 5\n  reconnect_max_s: 2\n", "mqtt.reconnect_max_s",
+     "mqtt.reconnect_max_s (2) is smaller than mqtt.reconnect_min_s (5)"),
     ("mqtt:\n  username: u\n  password_file: nope.txt\n", "mqtt.password_file",
      "does not exist"),
     ("mqtt:\n  password_env: PW\n", "mqtt.password_env", "needs mqtt.username"),
@@ -446,6 +449,7 @@ def test_every_declared_limit_is_enforced_in_a_file_and_on_the_command_line(tmp_
 
 @pytest.mark.parametrize("text, expected", [
     ("alerts:\n  overlay_quality: 101\n", "alerts.overlay_quality]: must be 1..100, got 101 (JPEG quality)"),
+    ("alerts:\n  overlay_quality: 0\n", "alerts.overlay_quality]: must be 1..100, got 0 (JPEG quality)"),
     ("decision:\n  pixel_low: 2\n",
      "[decision.pixel_low]: must be between 0 and 1, got 2.0 (or null for the manifest's value)"),
     ("mqtt:\n  inflight: 0\n", "[mqtt.inflight]: must be 1 or more, got 0"),

@@ -48,24 +48,19 @@ def resolve_key_password(tls: TlsSettings) -> Optional[str]:
 def configure_client(client, settings: MqttSettings) -> None:
     """Apply username/password and TLS from settings to a paho Client.
     Raises AlertError for unreadable secrets or certificate files, so a bad
-    configuration fails at start-up rather than on every reconnect."""
+    configuration fails at start-up rather than on every reconnect.
+
+    load_config has already refused a password without mqtt.username, half
+    a client certificate, and TLS files that do not exist."""
     password = resolve_password(settings)
     key_password = resolve_key_password(settings.tls) if settings.tls.enabled else None
     for secret in (password, key_password):
         register_secret(secret)   # redacted from every log line from now on
     if settings.username:
         client.username_pw_set(settings.username, password)
-    elif password is not None:
-        raise AlertError("an MQTT password is configured but mqtt.username is empty")
     tls = settings.tls
     if not tls.enabled:
         return
-    for name in ("ca_file", "cert_file", "key_file"):
-        path = getattr(tls, name)
-        if path and not os.path.isfile(path):
-            raise AlertError("mqtt.tls.%s: %s does not exist" % (name, path))
-    if bool(tls.cert_file) != bool(tls.key_file) and not tls.cert_file:
-        raise AlertError("mqtt.tls.key_file is set without mqtt.tls.cert_file")
     try:
         client.tls_set(ca_certs=tls.ca_file or None, certfile=tls.cert_file or None,
                        keyfile=tls.key_file or None,
@@ -73,6 +68,7 @@ def configure_client(client, settings: MqttSettings) -> None:
                        cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
     except (ssl.SSLError, OSError, ValueError) as exc:
         # ssl errors name the file and the OpenSSL reason, never the pass phrase
-        raise AlertError("cannot set up MQTT TLS (ca %s, cert %s): %s"
-                         % (tls.ca_file or "system", tls.cert_file or "none", exc))
+        raise AlertError("cannot set up MQTT TLS (ca %s, cert %s, key %s): %s"
+                         % (tls.ca_file or "system", tls.cert_file or "none",
+                            tls.key_file or "none", exc))
     client.tls_insecure_set(bool(tls.insecure))

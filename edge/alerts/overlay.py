@@ -109,9 +109,8 @@ def render_overlay(image: Image, finding: Finding, label: str = "",
     draw_region: paint the finding's contours, fill and box into the pixels;
     False leaves the radiograph clean for a display that draws the region
     itself (and can hide it). Contours and bbox are in original-image pixels.
+    max_side (16 or more) and quality (1..100) are limited by the alerts.overlay_* fields.
     """
-    if max_side < 16 or not 1 <= quality <= 100:
-        raise AlertError("overlay max_side must be >= 16 and quality 1..100")
     scale = min(1.0, float(max_side) / max(image.height, image.width))   # original pixels
     canvas = _to_bgr(image.pixels, (max(1, int(round(image.width * scale))),
                                     max(1, int(round(image.height * scale)))))

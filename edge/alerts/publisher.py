@@ -29,7 +29,7 @@ from edge.alerts.credentials import configure_client
 from edge.alerts.outbox import Outbox, OutboxRow
 from edge.alerts.schema import build_status, encode
 from edge.alerts.topics import Topics
-from edge.errors import AlertError, PneumoEdgeError
+from edge.errors import PneumoEdgeError
 from edge.settings import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,7 @@ class Publisher:
     def __init__(self, settings: MqttSettings, topics: Topics, outbox: Outbox,
                  status: Callable[[], Dict[str, Any]], client_id: str,
                  keep_sent_s: float = 7 * 86400.0):
-        if settings.inflight < 1:
-            raise AlertError("mqtt.inflight must be at least 1")
-        if not 0 < settings.reconnect_min_s <= settings.reconnect_max_s:
-            raise AlertError("mqtt.reconnect_min_s must be > 0 and <= mqtt.reconnect_max_s")
+        # inflight >= 1 and 0 < reconnect_min_s <= reconnect_max_s: load_config's rules
         self.settings = settings
         self.topics = topics
         self.outbox = outbox

@@ -127,9 +127,7 @@ def _utc_iso(epoch: float) -> str:
 
 class CaptureFolders:
     def __init__(self, root: str, settings: CaptureSettings):
-        if settings.on_success not in ("move", "delete"):
-            raise CaptureError("capture.on_success must be move or delete, not %r"
-                               % settings.on_success)
+        # settings.on_success is one of ON_SUCCESS: its field rule, checked by load_config
         self.root = root
         self.on_success = settings.on_success
         self.incoming = os.path.join(root, "incoming")

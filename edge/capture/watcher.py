@@ -91,10 +91,8 @@ class Watcher:
         self.mode = self._start(settings.watch)
 
     def _start(self, watch: str) -> str:
-        if watch == "poll":
+        if watch == "poll":   # else auto or inotify: the field's choices, checked by load_config
             return "poll"
-        if watch not in ("auto", "inotify"):
-            raise CaptureError("capture.watch must be auto, inotify or poll, not %r" % watch)
         fstype = _local_filesystem_type(self.incoming_dir)
         remote = fstype in NETWORK_FILESYSTEMS
         if watch == "auto" and remote:
