@@ -1,4 +1,4 @@
-"""python -m models train | evaluate | export | report | pipeline | runtime-eval (see models/README.md)."""
+"""python -m models train | evaluate | export | report | runtime-eval (see models/README.md)."""
 import argparse
 import sys
 import time
@@ -31,14 +31,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("--out", default=None, help="default reports/<name>")
     p.add_argument("--card", default=None, help="also write MODEL_CARD.md into this exported model folder")
-    p.add_argument("--pipeline", nargs="*", default=(), help="`pipeline --json` files to quote in the card")
-
-    p = sub.add_parser("pipeline", help="the exported ONNX pair through ONNX Runtime with the runtime's rule")
-    p.add_argument("classifier_json")
-    p.add_argument("segmenter_json")
-    p.add_argument("splits_csv", help="a run's splits.csv (image paths, labels, splits)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--json", help="write the figures here")
 
     p = sub.add_parser("runtime-eval", help="the shipped models through edge.pipeline, as the appliance runs them")
     p.add_argument("splits_csv", help="a run's splits.csv (image paths, labels, splits)")
@@ -137,14 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .report import write_model_card, write_report
         write_report(args.run_dir, args.out)
         if args.card:
-            write_model_card(args.run_dir, args.card, args.pipeline)
-    elif args.cmd == "pipeline":
-        import json
-        from .evaluate import evaluate_exported
-        res = evaluate_exported(args.classifier_json, args.segmenter_json, args.splits_csv, args.split)
-        if args.json:
-            with open(args.json, "w") as fh:
-                json.dump(res, fh, indent=2, default=float)
+            write_model_card(args.run_dir, args.card)
     elif args.cmd == "runtime-eval":
         import json
         from edge.settings import DecisionSettings

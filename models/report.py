@@ -190,37 +190,7 @@ keep the test split out of every choice, and re-check the operating points on th
 site's own validation data before any use beyond a demonstration."""
 
 
-def _pipeline_lines(paths) -> list:
-    """The shipped pair through ONNX Runtime with the runtime's rule (`python -m models pipeline`)."""
-    L = ["## With the runtime's decision rule (both shipped models, ONNX Runtime)", "",
-         "Positive when the segmenter's pixels above pixel_high cover >= min_area_fraction OR the "
-         "classifier's probability >= positive (`python -m models pipeline`). NIH positives have no masks "
-         "and were never shown to the segmenter; the NIH-only rows remove the SIIM PNGs, whose different "
-         "conversion a model could otherwise recognise instead of pneumothorax.", "",
-         "| split | rule | sensitivity | specificity | PPV | NPV |", "|---|---|---|---|---|---|"]
-    aucs = []
-    for path in paths:
-        with open(path) as fh:
-            r = json.load(fh)
-        for key, label in (("classifier_only", "classifier alone"), ("segmenter_only", "segmenter alone"),
-                           ("either", "either (runtime)")):
-            b = r[key]
-            L.append("| %s | %s | %s | %s | %s | %s |" % (r["split"], label, _fmt(b["sensitivity"]),
-                                                            _fmt(b["specificity"]), _fmt(b["ppv"]), _fmt(b["npv"])))
-        aucs.append("- %s (%d images, %d positive): ROC-AUC classifier %s; segmenter (area above pixel_high) %s"
-                    % (r["split"], r["images"], r["positives"], _fmt(r["classifier_auc"]), _fmt(r["segmenter_auc"])))
-        if "nih_only" in r:
-            n = r["nih_only"]
-            aucs.append("  - NIH only (%d images, %d positive): classifier %s; segmenter %s" % (
-                n["images"], n["positives"], _fmt(n["classifier_auc"]), _fmt(n["segmenter_auc"])))
-    note = ("- The classifier's triage threshold (sensitivity >= 0.9 on validation) sets the runtime's "
-            "specificity: it flags about half the negatives. The segmenter separates better here (higher AUC, "
-            "also on NIH positives it never saw) but alone misses half the positives at its triplet. A site "
-            "that wants fewer false alerts can raise `classifier_positive` in its config and re-measure.")
-    return L + [""] + aucs + [note, ""]
-
-
-def write_model_card(run_dir: str, model_dir: str, pipeline_jsons=()) -> str:
+def write_model_card(run_dir: str, model_dir: str) -> str:
     """MODEL_CARD.md beside the exported model, with figures from eval.json and the manifest."""
     import yaml
     from edge.inference.manifest import load_manifest
@@ -336,8 +306,6 @@ def write_model_card(run_dir: str, model_dir: str, pipeline_jsons=()) -> str:
             if split in ev:
                 L.append("- %s: " % split + "; ".join("%s %s" % (k, _fmt(ev[split]["dice_" + k]))
                                                      for k in ("small", "medium", "large")))
-    if pipeline_jsons:
-        L += [""] + _pipeline_lines(pipeline_jsons)
     L += ["", "## What these numbers can and cannot claim", "",
           "- They can show the recipe and the runtime work end to end, and roughly how well a network trained "
           "from scratch on ~%d training images separates pneumothorax here." % ev["data"]["train"]["images"],
