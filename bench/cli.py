@@ -19,7 +19,7 @@ from bench import goals, inputs, report, runner
 from bench.baseline import measure_baseline
 from bench.flops import matmul_peak_gflops, onnx_flops
 from edge.errors import PneumoEdgeError
-from edge.inference.manifest import load_manifest
+from edge.inference.manifest import ROLES, load_manifest
 from edge.inference.threads import candidates, usable_cores
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def build_int8(settings, out_dir: str, notes: List[str], calib_dir=None, golden_
     from build_engine.profiles import load_profile
     profile = load_profile("cpu")
     paths, status = {}, {}
-    for role in ("classifier", "segmenter"):
+    for role in ROLES:
         src = getattr(settings.models, role)
         rep = build_cpu_int8(src, profile, calib_dir=calib_dir, golden_dir=golden_dir,
                              out_dir=os.path.join(out_dir, "int8"), force=True)

@@ -22,9 +22,7 @@ from build_engine.parity import breaches, compare
 from build_engine.profiles import DeviceProfile, Placement
 from build_engine.progress import Progress
 from build_engine.quantize import nodes_matching, quantize_cpu
-from edge.inference.manifest import ModelManifest, file_sha256, load_manifest, verify_model_file
-
-ROLE_OF_TASK = {"classification": "classifier", "segmentation": "segmenter"}
+from edge.inference.manifest import ROLE_OF_TASK, ModelManifest, file_sha256, load_manifest, verify_model_file
 
 
 def ort_session(path: str, threads: int = 0):

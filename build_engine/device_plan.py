@@ -14,14 +14,14 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from build_engine import calibration as cal
-from build_engine.cpu_variant import ROLE_OF_TASK, golden_set, ort_session, run_all
+from build_engine.cpu_variant import golden_set, ort_session, run_all
 from build_engine.errors import PrecisionUnsupported
 from build_engine.profiles import DeviceProfile, Placement
 from build_engine.progress import Progress
 from build_engine.quantize import nodes_matching, onnx_opset, quantize_trt_qdq
 from edge.errors import ModelError
 from edge.inference.engine_sidecar import engine_filename, model_stem, rebuild_command, sidecar_path
-from edge.inference.manifest import ModelManifest, load_manifest, verify_model_file
+from edge.inference.manifest import ROLE_OF_TASK, ModelManifest, load_manifest, verify_model_file
 
 # Highest ONNX opset each TensorRT release's parser reads (TensorRT support matrices).
 TRT_MAX_OPSET = {"8.0": 13, "8.2": 13, "8.4": 17, "8.5": 17, "8.6": 17, "10.0": 17, "10.3": 20}

@@ -13,10 +13,8 @@ from build_engine.profiles import load_profile
 from build_engine.progress import Progress
 from edge.errors import ModelError
 from edge.inference.engine_sidecar import engine_filename, model_stem, read_sidecar, sidecar_mismatches, sidecar_path
-from edge.inference.manifest import load_manifest
+from edge.inference.manifest import ROLES, load_manifest
 from edge.settings import Settings
-
-ROLES = (("classifier", "classifier"), ("segmenter", "segmenter"))
 
 
 @dataclass
@@ -56,8 +54,8 @@ def ensure_engines(settings: Settings, on_state: Optional[Callable[[str], None]]
     profile = load_profile(m.device_profile)
     facts = device_facts()
     results, announced = [], False
-    for role, attr in ROLES:
-        onnx_path = getattr(m, attr)
+    for role in ROLES:
+        onnx_path = getattr(m, role)
         precision = profile.placement(role).precision
         engine = os.path.join(m.engine_dir, engine_filename(model_stem(onnx_path), precision, profile.name))
         reasons = ["--force"] if force else engine_status(onnx_path, profile.name, precision, m.engine_dir, facts)

@@ -12,10 +12,10 @@ from typing import Callable, List, Optional, TextIO, Tuple
 import numpy as np
 
 from edge.errors import PneumoEdgeError
+from edge.inference.manifest import ROLES
 from edge.settings import Settings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
-ROLES = (("classifier", "classifier"), ("segmenter", "segmenter"))
 MIN_FREE_GIB, WARN_FREE_GIB = 1.0, 5.0
 
 
@@ -49,15 +49,15 @@ def check_tensorrt(settings: Settings) -> List[Check]:
 def check_models(settings: Settings) -> List[Check]:
     from edge.inference.manifest import load_manifest, verify_model_file
     out = []
-    for role, attr in ROLES:
-        path = getattr(settings.models, attr)
+    for role in ROLES:
+        path = getattr(settings.models, role)
         try:
             m = load_manifest(path)
             verify_model_file(m)
             out.append(Check("model:" + role, OK, "%s %s (%s, %s, %s)" % (m.name, m.version, m.precision,
                                                                          m.intended_use, m.sha256[:12])))
         except PneumoEdgeError as exc:
-            out.append(Check("model:" + role, FAIL, str(exc), "export the model (make models) or fix models.%s" % attr))
+            out.append(Check("model:" + role, FAIL, str(exc), "export the model (make models) or fix models.%s" % role))
     return out
 
 
@@ -73,9 +73,9 @@ def check_engines(settings: Settings) -> List[Check]:
     level = FAIL if _needs_tensorrt(settings) else WARN
     out = []
     m = settings.models
-    for role, attr in ROLES:
+    for role in ROLES:
         try:
-            manifest = load_manifest(getattr(m, attr))
+            manifest = load_manifest(getattr(m, role))
         except PneumoEdgeError as exc:
             out.append(Check("engine:" + role, level, str(exc)))
             continue
@@ -190,9 +190,9 @@ def check_parity(settings: Settings, golden: Optional[np.ndarray] = None) -> Lis
     pixels = golden if golden is not None else phantom()
     source = "golden image" if golden is not None else "generated phantom"
     out = []
-    for role, attr in ROLES:
+    for role in ROLES:
         try:
-            manifest = load_manifest(getattr(settings.models, attr))
+            manifest = load_manifest(getattr(settings.models, role))
             name, _ = resolve_backend_name(settings.models)
             if name == "onnxruntime" and not manifest.derived_from:
                 out.append(Check("parity:" + role, OK, "nothing to compare: %s runs as the FP32 reference itself "

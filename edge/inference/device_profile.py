@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from edge.errors import ConfigError
+from edge.inference.manifest import ROLES
 from edge.strict_yaml import Walker, Where, compose_file, compose_text
 
 RUNTIMES = ("tensorrt", "onnxruntime")
 PRECISIONS = ("fp32", "fp16", "int8")
-ROLES = ("classifier", "segmenter")
 INT8_MODES = ("qdq", "calibrator")
 QUANT_FORMATS = ("qdq", "qoperator")
 QUANT_TYPES = ("int8", "uint8")

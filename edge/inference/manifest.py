@@ -15,7 +15,11 @@ from edge.errors import ManifestError
 from edge.hashing import sha256_file
 
 MANIFEST_SCHEMA_VERSION = 1
-TASKS = ("classification", "segmentation")
+# The two models' roles, by task; a role also names its ModelSettings path key
+# (models.classifier, models.segmenter) and its entry in a device profile.
+ROLE_OF_TASK = {"classification": "classifier", "segmentation": "segmenter"}
+TASKS = tuple(ROLE_OF_TASK)
+ROLES = tuple(ROLE_OF_TASK.values())
 INTENDED_USES = ("untrained", "demo", "validated")
 RESIZE_MODES = ("stretch", "letterbox")
 OUTPUT_KINDS = ("logit", "probability")

@@ -19,13 +19,12 @@ from edge.inference.device_profile import profile_precision
 from edge.inference.engine_sidecar import (DeviceFacts, EngineSidecar, check_sidecar, find_engine,
                                            model_stem, read_l4t_release, read_sidecar, rebuild_command,
                                            sidecar_path)
-from edge.inference.manifest import ModelManifest
+from edge.inference.manifest import ROLE_OF_TASK, ModelManifest
 from edge.settings import ModelSettings
 
 log = logging.getLogger(__name__)
 
 L4T_RELEASE_FILE = "/etc/nv_tegra_release"
-ROLE_OF_TASK = {"classification": "classifier", "segmentation": "segmenter"}
 
 
 def tensorrt_available() -> Tuple[bool, str]:
