@@ -13,6 +13,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from edge.phantom import chest_phantom
+
 KINDS = ("dicom", "j2k", "png")
 _UID_ROOT = "1.2.826.0.1.3680043.8.498.7."
 _UID_SLOT = b"900000000000"           # replaced by "9%011d" % index
@@ -25,23 +27,6 @@ class BenchInput:
     height: int
     width: int
     data: bytes
-
-
-def phantom(h: int, w: int, seed: int = 0, bits: int = 12) -> np.ndarray:
-    """uint16 chest-like picture: air, body, lungs, ribs, mediastinum, noise."""
-    rng = np.random.default_rng(seed)
-    y = (np.arange(h, dtype=np.float32) / h)[:, None]
-    x = (np.arange(w, dtype=np.float32) / w)[None, :]
-    img = np.full((h, w), 0.08, np.float32)
-    body = ((x - 0.5) / 0.46) ** 2 + ((y - 0.55) / 0.52) ** 2 < 1.0
-    img[body] = 0.55
-    for cx in (0.3, 0.7):
-        img[((x - cx) / 0.15) ** 2 + ((y - 0.45) / 0.3) ** 2 < 1.0] = 0.22
-    for k in range(8):
-        img[(np.abs(y - 0.22 - 0.075 * k - 0.04 * np.cos((x - 0.5) * 6.0)) < 0.008) & body] += 0.15
-    img[(np.abs(x - 0.5) < 0.07) & (y > 0.1) & body] = 0.85
-    img += rng.normal(0.0, 0.01, (h, w)).astype(np.float32)
-    return (np.clip(img, 0.0, 1.0) * ((1 << bits) - 1)).astype(np.uint16)
 
 
 def j2k_problem() -> Optional[str]:
@@ -112,7 +97,7 @@ def generate(kinds: Sequence[str], sizes: Sequence[int], per_combo: int = 1,
                 continue
         for size in sizes:
             for seed in range(per_combo):
-                px = phantom(size, size, seed=seed)
+                px = chest_phantom(size, size, seed=seed, bits=12)
                 data = png_bytes(px) if kind == "png" else dicom_bytes(px, compress_j2k=kind == "j2k")
                 out.append(BenchInput("%s-%d-%d" % (kind, size, seed), kind, size, size, data))
     return out

@@ -17,10 +17,11 @@ import numpy as np
 
 from edge.errors import DecodeError, ModelError
 from edge.inference.manifest import PreprocessSpec, file_sha256
+from edge.phantom import chest_phantom
 from edge.preprocess import preprocess
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", "")
-PHANTOM_VERSION = "phantom-v1"
+PHANTOM_VERSION = "phantom-v2"   # edge.phantom.chest_phantom; a new picture is a new set
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_DATA = os.path.normpath(os.path.join(_HERE, "..", "..", "shared", "data"))
@@ -96,21 +97,6 @@ def choose_images(folder: Optional[str], count: int, seed: int = 0, offset: int 
     return ImageSet("images", paths, len(paths), seed, hash_files(paths))
 
 
-def phantom(seed: int, size: Tuple[int, int] = (512, 512)) -> np.ndarray:
-    """A crude chest-like radiograph in [0, 1]: bright mediastinum and ribs, dark lungs, noise."""
-    rng = np.random.RandomState(seed)
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.full((h, w), 0.75, np.float32)
-    for cx in (0.3, 0.7):
-        cx = cx + rng.uniform(-0.03, 0.03)
-        lung = ((xx / w - cx) / 0.17) ** 2 + ((yy / h - 0.5) / 0.33) ** 2
-        img -= 0.45 * np.clip(1.0 - lung, 0, 1) ** 0.5
-    img += 0.06 * np.sin(yy / h * rng.uniform(20, 30) + rng.uniform(0, 6))
-    img += rng.normal(0, 0.03, size=(h, w)).astype(np.float32)
-    return np.clip(cv2.GaussianBlur(img, (5, 5), 1.5), 0, 1)
-
-
 def load_pixels(path: str) -> Tuple[np.ndarray, str]:
     """(2-D float32 [0, 1] pixels, how they were decoded) through the runtime's decoder."""
     try:
@@ -132,7 +118,7 @@ def iter_tensors(images: ImageSet, spec: PreprocessSpec,
     """(1, C, H, W) float32 tensors, exactly as the runtime makes them."""
     if images.source == "phantoms":
         for i in range(images.count):
-            yield preprocess(phantom(images.seed + i), spec)[0]
+            yield preprocess(chest_phantom(512, 512, seed=images.seed + i), spec)[0]
         return
     for path in images.paths:
         try:

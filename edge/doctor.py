@@ -13,6 +13,7 @@ import numpy as np
 
 from edge.errors import PneumoEdgeError
 from edge.inference.manifest import ROLES
+from edge.phantom import chest_phantom
 from edge.settings import Settings
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -150,18 +151,6 @@ def check_disk(settings: Settings) -> List[Check]:
     return out
 
 
-def phantom(size: Tuple[int, int] = (512, 512)) -> np.ndarray:
-    """A deterministic chest-like image in [0, 1] for parity when no golden image is configured."""
-    h, w = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.full((h, w), 0.75, np.float32)
-    for cx in (0.3, 0.7):
-        lung = ((xx / w - cx) / 0.17) ** 2 + ((yy / h - 0.5) / 0.33) ** 2
-        img -= 0.45 * np.sqrt(np.clip(1.0 - lung, 0, 1))
-    img += 0.06 * np.sin(yy / h * 25.0)
-    return np.clip(img, 0, 1)
-
-
 def _fp32_source(manifest) -> Optional[str]:
     """The FP32 ONNX a variant was derived from: `x.int8.onnx` -> `x.onnx` beside it."""
     from edge.inference.manifest import file_sha256
@@ -187,7 +176,7 @@ def check_parity(settings: Settings, golden: Optional[np.ndarray] = None) -> Lis
     from edge.inference.registry import create_backend, resolve_backend_name
     from edge.parity import compare
     from edge.preprocess import preprocess
-    pixels = golden if golden is not None else phantom()
+    pixels = golden if golden is not None else chest_phantom(512, 512)
     source = "golden image" if golden is not None else "generated phantom"
     out = []
     for role in ROLES:

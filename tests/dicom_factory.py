@@ -15,6 +15,8 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
+from edge.phantom import chest_phantom as _phantom
+
 DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"       # Digital X-Ray Image, for presentation
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
@@ -27,27 +29,8 @@ class EncoderUnavailable(pytest.skip.Exception):
 
 
 def chest_phantom(h: int = 1024, w: int = 1024, seed: int = 0, bits: int = 12) -> np.ndarray:
-    """uint16, values < 2**bits: dark air outside, darker lungs, bright
-    mediastinum/spine column, ribs, clavicles and diaphragm domes."""
-    rng = np.random.default_rng(seed)
-    top = (1 << bits) - 1
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    y, x = yy / h, xx / w
-    img = np.full((h, w), 0.08, np.float32)                            # air
-    body = ((x - 0.5) / 0.46) ** 2 + ((y - 0.55) / 0.52) ** 2 < 1.0
-    img[body] = 0.55                                                   # soft tissue
-    for cx in (0.3, 0.7):                                              # lungs
-        lung = ((x - cx) / 0.15) ** 2 + ((y - 0.45) / 0.3) ** 2 < 1.0
-        img[lung] = 0.22
-    for k in range(8):                                                 # ribs
-        ry = 0.22 + 0.075 * k
-        rib = (np.abs(y - ry - 0.04 * np.cos((x - 0.5) * 6.0)) < 0.008) & body
-        img[rib] += 0.15
-    img[(np.abs(x - 0.5) < 0.07) & (y > 0.1) & body] = 0.85            # mediastinum/spine
-    img[(np.abs(y - 0.15 - 0.1 * np.abs(x - 0.5)) < 0.012) & body] = 0.8   # clavicles
-    img[(y > 0.72) & body] = np.maximum(img[(y > 0.72) & body], 0.7)  # diaphragm/abdomen
-    img += rng.normal(0.0, 0.01, img.shape).astype(np.float32)
-    return (np.clip(img, 0.0, 1.0) * top).astype(np.uint16)
+    """uint16, values < 2**bits: the runtime's phantom (edge/phantom.py) as a DICOM stores it."""
+    return _phantom(h, w, seed, bits)
 
 
 def _save(ds: Dataset, path: str, preamble: bool) -> None:

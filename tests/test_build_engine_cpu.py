@@ -39,11 +39,11 @@ def fast_profile(tmp_path):
 def images(tmp_path):
     """A calibration folder of real PNG files (made here, not shared data)."""
     import cv2
-    from build_engine.calibration import phantom
+    from edge.phantom import chest_phantom
     folder = tmp_path / "calib"
     folder.mkdir()
     for i in range(10):
-        cv2.imwrite(str(folder / ("img%02d.png" % i)), (phantom(i, (300, 280)) * 255).astype(np.uint8))
+        cv2.imwrite(str(folder / ("img%02d.png" % i)), (chest_phantom(300, 280, seed=i) * 255).astype(np.uint8))
     return str(folder)
 
 

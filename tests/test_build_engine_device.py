@@ -21,11 +21,11 @@ pytestmark = pytest.mark.skipif(tensorrt_available()[0], reason="this file pins 
 @pytest.fixture
 def calib(tmp_path):
     import cv2
-    from build_engine.calibration import phantom
+    from edge.phantom import chest_phantom
     folder = tmp_path / "calib"
     folder.mkdir()
     for i in range(8):
-        cv2.imwrite(str(folder / ("c%d.png" % i)), (phantom(i, (300, 300)) * 255).astype(np.uint8))
+        cv2.imwrite(str(folder / ("c%d.png" % i)), (chest_phantom(300, 300, seed=i) * 255).astype(np.uint8))
     return str(folder)
 
 
