@@ -190,10 +190,8 @@ def skip_segmenter(probability: Optional[float], th: Thresholds) -> bool:
 
 def _valid_region(prob: np.ndarray, geo: Geometry) -> Tuple[np.ndarray, int]:
     """The part of the model map that shows the image (letterbox padding removed)."""
-    h, w = geo.original_hw
-    nh = max(1, int(round(h * geo.scale_y)))
-    nw = max(1, int(round(w * geo.scale_x)))
-    return prob[geo.pad_y:geo.pad_y + nh, geo.pad_x:geo.pad_x + nw], nh * nw
+    nh, nw = geo.inner_hw
+    return prob[geo.inner], nh * nw
 
 
 def patient_side(mask: np.ndarray) -> Optional[str]:

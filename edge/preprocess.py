@@ -34,10 +34,9 @@ def resize_to_input(pixels: np.ndarray, spec: PreprocessSpec) -> Tuple[np.ndarra
     interp = _INTERP.get(spec.interpolation, cv2.INTER_AREA)
     src = pixels if pixels.dtype == np.float32 else pixels.astype(np.float32)
     if spec.resize == "letterbox":
-        nh = int(round(geo.original_hw[0] * geo.scale_y))
-        nw = int(round(geo.original_hw[1] * geo.scale_x))
+        nh, nw = geo.inner_hw
         plane = np.zeros((th, tw), np.float32)
-        plane[geo.pad_y:geo.pad_y + nh, geo.pad_x:geo.pad_x + nw] = cv2.resize(src, (nw, nh), interpolation=interp)
+        plane[geo.inner] = cv2.resize(src, (nw, nh), interpolation=interp)
     else:
         plane = cv2.resize(src, (tw, th), interpolation=interp)
     return plane, geo
@@ -87,7 +86,5 @@ def preprocess(pixels: np.ndarray, spec: PreprocessSpec,
 def map_to_original(plane: np.ndarray, geo: Geometry, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """A model-space map (H, W) -> the original image's (h, w), undoing any letterbox."""
     h, w = geo.original_hw
-    nh = int(round(h * geo.scale_y))
-    nw = int(round(w * geo.scale_x))
-    crop = plane[geo.pad_y:geo.pad_y + nh, geo.pad_x:geo.pad_x + nw]
+    crop = plane[geo.inner]
     return cv2.resize(np.ascontiguousarray(crop, dtype=np.float32), (w, h), interpolation=interpolation)

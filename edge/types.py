@@ -57,6 +57,18 @@ class Geometry:
     pad_x: int = 0
     pad_y: int = 0
 
+    @property
+    def inner_hw(self) -> Tuple[int, int]:
+        """(h, w) of the model input that shows the image: all of it, less any letterbox padding."""
+        h, w = self.original_hw
+        return max(1, int(round(h * self.scale_y))), max(1, int(round(w * self.scale_x)))
+
+    @property
+    def inner(self) -> Tuple[slice, slice]:
+        """The rows and columns of the model input that show the image."""
+        nh, nw = self.inner_hw
+        return slice(self.pad_y, self.pad_y + nh), slice(self.pad_x, self.pad_x + nw)
+
 
 @dataclass(frozen=True)
 class Finding:

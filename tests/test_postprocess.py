@@ -99,6 +99,20 @@ def test_letterbox_padding_is_not_counted():
     assert not f.pneumothorax and f.area_px == 0
 
 
+@pytest.mark.parametrize("original_hw", [(500, 1000), (1000, 500), (333, 1000), (100, 100)])
+def test_the_letterbox_inner_region_is_where_preprocess_put_the_image(original_hw):
+    from edge.preprocess import map_to_original, resize_to_input
+    from edge.resolution import to_original
+    spec = PreprocessSpec((100, 100), 1, (0.0,), (1.0,), "letterbox")
+    plane, geo = resize_to_input(np.ones(original_hw, np.float32), spec)
+    rows, cols = np.nonzero(plane)
+    assert geo.inner == (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    assert geo.inner_hw == (rows.max() + 1 - rows.min(), cols.max() + 1 - cols.min())
+    assert map_to_original(plane, geo).shape == original_hw and map_to_original(plane, geo).min() == 1.0
+    # the same input described against a film decoded at half size keeps its inner region
+    assert to_original(geo, (original_hw[0] * 2, original_hw[1] * 2)).inner == geo.inner
+
+
 def test_contours_rasterise_back_to_the_box():
     geo = stretch_geometry((400, 400))
     f = make_finding(0.5, block_map(), geo, TH)
