@@ -7,7 +7,8 @@ wrong"; an unknown key is an error (with "did you mean"), never ignored.
 Each field may declare its own limits in `metadata` (see edge/field_rules.py),
 checked as its value is read, so the error names the line it came from;
 `keys` limits the keys of a Dict[str, X] field, `required` makes a key
-mandatory, `internal` hides a field from the file.
+mandatory, `internal` hides a field from the file. A List[X] field of a
+dataclass X holds one mapping per item; an Any value may be a list.
 Rules that span several keys belong to the loader that uses this module.
 """
 import dataclasses
@@ -149,12 +150,17 @@ class Walker:
         if isinstance(node, yaml.MappingNode):
             raise self.fail("expected %s, got a mapping" % type_name(hint), node, dotted)
         if isinstance(node, yaml.SequenceNode):
-            inner = list_item_type(hint)
+            inner = Any if hint is Any else list_item_type(hint)
             if inner is None:
                 raise self.fail("expected %s, got a list" % type_name(hint), node, dotted)
             items = []
             for i, item in enumerate(node.value):
                 item_key = "%s[%d]" % (dotted, i)
+                if is_section(inner):
+                    self._expect_mapping(item, item_key)
+                    items.append(inner())
+                    self.mapping(items[-1], item, item_key + ".")
+                    continue
                 if not isinstance(item, yaml.ScalarNode):
                     raise self.fail("expected %s, got %s" % (type_name(inner), _node_kind(item)),
                                     item, item_key)
@@ -294,8 +300,8 @@ def type_name(hint: Any) -> str:
     optional, inner = _optional_inner(hint)
     item = list_item_type(inner)
     if item is not None:
-        name = "a list of " + {str: "strings", int: "integers", float: "numbers"}.get(
-            item, str(item))
+        name = "a list of " + ("mappings" if is_section(item) else {
+            str: "strings", int: "integers", float: "numbers"}.get(item, str(item)))
     elif is_section(inner):
         name = "a mapping (a section of settings)"
     else:

@@ -72,17 +72,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.time()
     if args.cmd == "train":
-        from .train import load_config, train
-        over = {}
-        if args.run_dir:
-            over["run_dir"] = args.run_dir
-        tr = {}
-        if args.max_minutes is not None:
-            tr["max_minutes"] = args.max_minutes
-        if args.epochs is not None:
-            tr["epochs"] = args.epochs
-        if tr:
-            over["train"] = tr
+        from .train import train
+        from .train_config import load_config
+        over = {key: value for key, value in (("run_dir", args.run_dir), ("train.max_minutes", args.max_minutes),
+                                              ("train.epochs", args.epochs)) if value is not None}
         cfg = load_config(args.config, over)
         train(cfg, resume=args.resume)
     elif args.cmd == "cv":

@@ -1,4 +1,4 @@
-"""Training from a YAML config: data sources and splits, augmentation, loss,
+"""Training from a YAML config (models/train_config.py): data sources and splits, augmentation, loss,
 AdamW with warm-up + cosine decay (annealed by steps or by the wall-clock
 budget, whichever runs out first), best checkpoint by validation, early
 stopping, fixed seeds, resumable from `last.pt`.
@@ -6,7 +6,6 @@ stopping, fixed seeds, resumable from `last.pt`.
 A run directory holds: config.yaml (as used), splits.csv, last.pt, best.pt,
 history.csv, train.log. `evaluate` and `export` read from it.
 """
-import copy
 import csv
 import math
 import os
@@ -20,6 +19,7 @@ import yaml
 
 import torch
 
+from edge.errors import ConfigError
 from edge.inference.manifest import PreprocessSpec
 from edge.preprocess import normalise
 
@@ -28,58 +28,6 @@ from .augment import AugmentSpec, augment
 from .losses import ClsLoss, SegLoss
 from .metrics import roc_auc, seg_scores
 from .nets import NetSpec, build
-
-DEFAULTS = {
-    "task": "classification",
-    "name": "model",
-    "version": "0.1.0",
-    "notes": "",                      # free text for the model card (e.g. how the run went)
-    "seed": 0,
-    "threads": 2,
-    "run_dir": "runs/model",
-    "input": {"size": [256, 256], "channels": 1, "mean": [0.5], "std": [0.25],
-              "resize": "stretch", "interpolation": "area"},
-    "net": {},
-    "data": {"sources": [], "split": {"train": 0.6, "val": 0.2, "test": 0.2}, "cache_dir": "runs/cache"},
-    "train": {"epochs": 30, "max_minutes": 0, "batch_size": 8, "lr": 1e-3, "weight_decay": 1e-4,
-              "warmup": 0.05, "min_lr_ratio": 0.02, "negatives_per_positive": 2.0, "patience": 8,
-              "select": "auc", "eval_batch": 8},
-    "loss": {},
-    "augment": {},
-}
-
-
-class ConfigError(ValueError):
-    """A training config that cannot be used."""
-
-
-def _merge(base: Dict[str, Any], over: Dict[str, Any], where: str = "") -> Dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        if k not in base:
-            raise ConfigError("unknown config key %s%s" % (where, k))
-        if isinstance(base[k], dict) and base[k] and isinstance(v, dict) and k not in ("net", "loss", "augment"):
-            out[k] = _merge(base[k], v, where + k + ".")
-        else:
-            out[k] = v
-    return out
-
-
-def load_config(path: str, overrides: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    with open(path, "r", encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh) or {}
-    cfg = _merge(DEFAULTS, raw)
-    if overrides:
-        cfg = _merge(cfg, overrides)
-    if cfg["task"] not in ("classification", "segmentation"):
-        raise ConfigError("task must be classification or segmentation")
-    # paths in the config are relative to the config file's folder unless absolute
-    base = os.path.dirname(os.path.abspath(path))
-    for src in cfg["data"]["sources"]:
-        for key in ("path", "csv", "dicoms"):
-            if key in src and not os.path.isabs(src[key]):
-                src[key] = os.path.normpath(os.path.join(base, src[key]))
-    return cfg
 
 
 def preprocess_spec(cfg: Dict[str, Any]) -> PreprocessSpec:
@@ -99,7 +47,9 @@ def net_spec(cfg: Dict[str, Any]) -> NetSpec:
 # ---------------------------------------------------------------- data
 
 def read_source(src: Dict[str, Any]) -> List[D.Sample]:
-    kind, name = src.get("kind"), src.get("name", src.get("kind", "data"))
+    """One data source's samples; `src` is a checked config's (or an older run's) entry."""
+    kind = src.get("kind")
+    name = src.get("name") or kind or "data"
     if kind == "mask_folders":
         return D.read_mask_folders(src["path"], name)
     if kind == "rle_dicoms":
@@ -120,12 +70,12 @@ def build_samples(cfg: Dict[str, Any]) -> List[D.Sample]:
     seed = int(cfg["seed"])
     for src in cfg["data"]["sources"]:
         samples = read_source(src)
-        hints = src.get("hint_splits", {})
+        hints = src.get("hint_splits") or {}
         fixed = [replace(s, split=hints[s.extra.get("split_hint", "")]) for s in samples
                  if s.extra.get("split_hint", "") in hints]
         rest = [s for s in samples if s.extra.get("split_hint", "") not in hints]
-        fractions = src.get("split", cfg["data"]["split"])
-        if "only_split" in src:
+        fractions = src.get("split") or cfg["data"]["split"]
+        if src.get("only_split"):
             rest = [replace(s, split=src["only_split"]) for s in rest]
         elif rest:
             rest = D.split_groups(rest, fractions, seed)

@@ -143,8 +143,58 @@ def test_schedule_warms_up_then_anneals_by_steps_or_by_the_clock():
 
 
 def test_config_rejects_unknown_keys(tmp_path):
-    from models.train import ConfigError, load_config
+    from edge.errors import ConfigError
+    from models.train_config import load_config
     p = tmp_path / "c.yaml"
     p.write_text("task: classification\ntrain: {epochz: 3}\n")
-    with pytest.raises(ConfigError, match="train.epochz"):
+    with pytest.raises(ConfigError, match=r"c.yaml:2 \[train.epochz\]: unknown key 'epochz'.*did you mean 'epochs'"):
         load_config(str(p))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("task: detection\n", r":1 \[task\]: 'detection' is not allowed; use one of: classification, segmentation"),
+    ("train:\n  batch_size: 0\n", r":2 \[train.batch_size\]: must be 1 or more, got 0"),
+    ("train:\n  lr: fast\n", r":2 \[train.lr\]: expected a number, got a string 'fast'"),
+    ("input: {size: [256, 0]}\n", r":1 \[input.size\[1\]\]: must be greater than 0"),
+    ("net: {encoder: resnet}\n", r":1 \[net.encoder\]: unknown key 'encoder'.*width_mult, dropout, decoder_channels"),
+    ("augment: {hflp: 0.5}\n", r"\[augment.hflp\].*did you mean 'hflip'"),
+    ("data:\n  sources:\n    - {name: x, path: p}\n", r":3 \[data.sources\[0\].kind\]: required key 'kind' is missing"),
+    ("data:\n  sources:\n    - {kind: folders, path: p}\n", r"'folders' is not a data source kind; use one of: mask_folders"),
+    ("data:\n  sources:\n    - {kind: rle_dicoms, csv: r.csv}\n",
+     r":3 \[data.sources\[0\].dicoms\]: a rle_dicoms source needs dicoms"),
+    ("data:\n  sources:\n    - kind: mask_folders\n      path: p\n      only_split: holdout\n",
+     r":5 \[data.sources\[0\].only_split\]: 'holdout' is not allowed; use one of: train, val, test"),
+    ("data:\n  sources: [p.csv]\n", r":2 \[data.sources\[0\]\]: expected a mapping"),
+])
+def test_config_mistakes_name_the_line_and_the_key(tmp_path, text, expected):
+    from edge.errors import ConfigError
+    from models.train_config import load_config
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(str(p))
+
+
+def test_config_keeps_defaults_resolves_source_paths_and_takes_overrides(tmp_path):
+    from edge.errors import ConfigError
+    from models.train_config import load_config
+    p = tmp_path / "c.yaml"
+    p.write_text("task: segmentation\ninput: {size: [64, 64]}\ndata:\n  split: {train: 0.8}\n  sources:\n"
+                 "    - {kind: mask_folders, path: data/x}\n    - {kind: nih_labels, path: /abs/labels.csv}\n")
+    cfg = load_config(str(p), {"train.epochs": 3, "run_dir": "runs/y"})
+    assert cfg["input"] == {"size": [64, 64], "channels": 1, "mean": [0.5], "std": [0.25],
+                            "resize": "stretch", "interpolation": "area"}
+    assert cfg["data"]["split"] == {"train": 0.8, "val": 0.2, "test": 0.2}
+    assert [s["path"] for s in cfg["data"]["sources"]] == [str(tmp_path / "data" / "x"), "/abs/labels.csv"]
+    assert cfg["train"]["epochs"] == 3 and cfg["train"]["batch_size"] == 8 and cfg["run_dir"] == "runs/y"
+    with pytest.raises(ConfigError, match=r"command line \[train.epochs\]: expected an integer"):
+        load_config(str(p), {"train.epochs": "many"})
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(os.path.dirname(__file__), "..", "models", "configs"))))
+def test_every_shipped_training_config_loads(name):
+    from models.train import net_spec, preprocess_spec
+    from models.train_config import load_config
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "models", "configs", name))
+    assert cfg["data"]["sources"] and preprocess_spec(cfg).size == tuple(cfg["input"]["size"])
+    assert net_spec(cfg).task == cfg["task"]
