@@ -489,3 +489,38 @@ def test_overlay_limits_are_the_ones_render_overlay_accepts(tmp_path):
     err = error_of(write(tmp_path, "alerts:\n  overlay_max_side: 15\n"))
     assert err.key == "alerts.overlay_max_side" and "must be 16 or more, got 15" in str(err)
     assert load_config(write(tmp_path, "alerts:\n  overlay_max_side: 16\n  overlay_quality: 1\n"))
+
+
+def test_the_walker_reads_lists_of_mappings_and_list_values_of_any(tmp_path):
+    # models/train_config.py relies on both (data.sources, net.decoder_channels)
+    import dataclasses
+    from typing import Any, Dict, List
+
+    from edge.strict_yaml import Walker, compose_text
+
+    @dataclasses.dataclass
+    class Item:
+        kind: str = dataclasses.field(default="", metadata={"required": True, "choices": ("a", "b")})
+        size: int = 1
+
+    @dataclasses.dataclass
+    class Root:
+        items: List[Item] = dataclasses.field(default_factory=list)
+        free: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def walk(text):
+        root, origins = Root(), {}
+        Walker("f.yaml", str(tmp_path), origins, Root).mapping(root, compose_text(text, "f.yaml"), "")
+        return root, origins
+
+    root, origins = walk("items:\n  - {kind: a}\n  - kind: b\n    size: 3\nfree: {sizes: [1, 2], n: 4}\n")
+    assert root.items == [Item("a", 1), Item("b", 3)] and root.free == {"sizes": [1, 2], "n": 4}
+    assert origins["items[1].size"].line == 4
+    for text, where in (("items:\n  - {kind: c}\n", "f.yaml:2 [items[0].kind]: 'c' is not allowed"),
+                        ("items:\n  - {size: 2}\n", "f.yaml:2 [items[0].kind]: required key 'kind' is missing"),
+                        ("items:\n  - {kind: a, sise: 2}\n", "[items[0].sise]: unknown key 'sise'"),
+                        ("items: [a]\n", "f.yaml:1 [items[0]]: expected a mapping"),
+                        ("items: 3\n", "expected a list of mappings, got an integer 3")):
+        with pytest.raises(ConfigError) as err:
+            walk(text)
+        assert where in str(err.value)
