@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import Optional, TextIO, Tuple
+from typing import Callable, Optional, TextIO, Tuple
 
 MASK = "***"
 LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -53,18 +53,25 @@ def redact(text: str) -> str:
     return text
 
 
+def _rewrite_message(record: logging.LogRecord, rewrite: Callable[[str], str]) -> bool:
+    """Render the record's message once through `rewrite` and drop its args, so no
+    formatter can re-insert what was rewritten; False for a bad format string
+    (logging reports it as usual)."""
+    try:
+        message = record.getMessage()
+    except Exception:
+        return False
+    record.msg, record.args = rewrite(message), None
+    return True
+
+
 class SecretFilter(logging.Filter):
     """Renders the record's message once, masks secrets in it, and drops the
     args so no formatter can re-insert them; tracebacks are masked too."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _secrets:
+        if not _secrets or not _rewrite_message(record, redact):
             return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: let logging report it as usual
-            return True
-        record.msg, record.args = redact(message), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -95,13 +102,8 @@ class LibraryNoiseFilter(logging.Filter):
     the root logger is at DEBUG) and scrubs quoted values from them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _is_file_library(record.name):
+        if not _is_file_library(record.name) or not _rewrite_message(record, scrub_values):
             return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string: let logging report it as usual
-            return True
-        record.msg, record.args = scrub_values(message), None
         if record.levelno < logging.ERROR:
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
