@@ -130,3 +130,16 @@ def test_opencv_complaints_about_a_bad_file_are_muted_below_debug():
                          env=dict(os.environ, PYTHONPATH=root), timeout=60)
     assert out.returncode == 0, out.stderr
     assert b"grfmt_png" not in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("name, flt", [("edge.x", logsetup.redact_secrets), ("pydicom.x", logsetup.library_noise)])
+def test_the_filters_rewrite_once_and_leave_a_bad_format_string_to_logging(name, flt):
+    logsetup.register_secret("hunter2-secret")
+    try:
+        record = logging.LogRecord(name, logging.ERROR, __file__, 1, "pw %s in 'tag'", ("hunter2-secret",), None)
+        assert flt.filter(record) and record.args is None
+        assert record.msg == ("pw *** in 'tag'" if name == "edge.x" else "pw hunter2-secret in '...'")
+        bad = logging.LogRecord(name, logging.ERROR, __file__, 1, "%d items", ("many",), None)
+        assert flt.filter(bad) and bad.msg == "%d items" and bad.args == ("many",)
+    finally:
+        logsetup.clear_secrets()
