@@ -12,6 +12,8 @@ key the code never emits.
 
 Each example in the doc is preceded by `<!-- example: LABEL -->`; an
 unlabelled JSON block fails the test, so a new example cannot go unchecked.
+The field tables are held to the same payloads: every key emitted has a row,
+every row (but a "present only" one) names a key that is emitted.
 """
 import json
 import os
@@ -171,6 +173,38 @@ def test_the_doc_example_has_the_keys_and_types_the_code_emits(emitted, label):
     problems = mismatches(doc_examples()[label], emitted[label])
     assert not problems, "docs/ALERTS.md example %r drifted from the code:\n  %s\ncode emits: %s" % (
         label, "\n  ".join(problems), json.dumps(emitted[label], sort_keys=True))
+
+
+def doc_table(heading):
+    """{field name: its row's meaning} from the first field table under `heading`."""
+    section = doc_text().split("\n" + heading + "\n", 1)[1].split("\n## ", 1)[0]
+    lines = section.split("\n| Field |", 1)[1].splitlines()[2:]
+    rows = {}
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        for name in re.findall(r"`([^`]+)`", cells[0]):
+            rows[name.replace("[]", "")] = cells[-1]
+    return rows
+
+
+@pytest.mark.parametrize("heading, prefix", [("## Alert", "alert"), ("## Event", "event-"),
+                                             ("## Status (retained) and last-will", "status-"),
+                                             ("## Ack (published by displays)", "ack")])
+def test_the_field_tables_name_what_the_code_emits(emitted, heading, prefix):
+    rows = doc_table(heading)
+    payloads = [body for label, body in emitted.items() if label.startswith(prefix)]
+    top = {name.split(".")[0] for name in rows}
+    assert top == set().union(*payloads), "%s table: documented %s, emitted %s" % (
+        heading, sorted(top), sorted(set().union(*payloads)))
+    for parent in {name.split(".")[0] for name in rows if "." in name}:
+        listed = {name.split(".", 1)[1]: meaning for name, meaning in rows.items()
+                  if name.startswith(parent + ".")}
+        seen = set().union(*(body[parent] for body in payloads if isinstance(body.get(parent), dict)))
+        optional = {k for k, meaning in listed.items() if "present only" in meaning}
+        assert seen <= set(listed) and set(listed) - optional <= seen, \
+            "%s table: %s.* documented %s, emitted %s" % (heading, parent, sorted(listed), sorted(seen))
 
 
 def test_the_comparison_catches_added_missing_and_retyped_keys():
