@@ -9,7 +9,6 @@ to attach them to.
 import logging
 from typing import Any, Dict, Optional
 
-from edge.alerts.messages import Alert
 from edge.capture.folders import CaptureFolders, Claimed
 from edge.errors import PacsError
 from edge.settings import Settings
@@ -54,7 +53,7 @@ class HospitalLinks:
         if self.sender is not None:
             self.sender.stop()
 
-    def prepare(self, claimed: Claimed, image: Image, alert: Alert,
+    def prepare(self, claimed: Claimed, image: Image, alert: Dict[str, Any],
                 overlay: Optional[bytes]) -> Optional[PendingResults]:
         """The results to queue for this image, or None (PACS off, or not a DICOM source)."""
         if self.queue is None or image.source_format != "dicom" or not image.study_instance_uid:
@@ -74,8 +73,7 @@ class HospitalLinks:
     def enqueue(self, conn, pending: Optional[PendingResults]) -> None:
         """Inside the commit transaction (with the MQTT alert and the ledger's "done")."""
         if pending is not None:
-            self.queue.enqueue(conn, pending.kinds, pending.source, pending.alert.to_json(),
-                               pending.overlay)
+            self.queue.enqueue(conn, pending.kinds, pending.source, pending.alert, pending.overlay)
 
     def status(self) -> Dict[str, Any]:
         out = {}  # type: Dict[str, Any]

@@ -47,7 +47,7 @@ class Commit:
                             identify_by=alerts.identify_by,
                             topics=self.topics if overlay is not None else None)
         with job.timings.measure("outbox_ms"):
-            pacs = self.hospital.prepare(claimed, image, alert, overlay)
+            pacs = self.hospital.prepare(claimed, image, alert.to_json(), overlay)
             with self.store.transaction() as conn:
                 self.outbox.enqueue_alert(conn, self.topics, alert, overlay)
                 self.acks.record_alert(conn, alert)
