@@ -198,7 +198,7 @@ def cmd_process(args) -> int:
             alert = build_alert(result, image, file_name=os.path.basename(path), file_sha256=sha,
                                 site=settings.site, device=settings.device,
                                 identify_by=settings.alerts.identify_by)
-            print(json.dumps(alert, indent=None if args.compact else 1))
+            print(json.dumps(alert.to_json(), indent=None if args.compact else 1))
     finally:
         pipeline.close()
     return rc

@@ -10,6 +10,7 @@ from edge.alerts.schema import build_ack, decode, encode
 from edge.alerts.topics import Topics
 from edge.app import Appliance
 from edge.store import Store
+from tests.alert_factory import make_alert
 from tests.mosquitto import Subscriber
 from tests.test_appliance import drop_dicom, make_settings, received, wait_msgs, wait_until
 
@@ -18,8 +19,7 @@ POS, NEG = "a1" * 16, "b2" * 16
 
 
 def alert(alert_id, positive):
-    return {"alert_id": alert_id, "finding": {"pneumothorax": positive},
-            "source": {"file_name": alert_id[:4] + ".dcm"}}
+    return make_alert(alert_id, positive, file_name=alert_id[:4] + ".dcm")
 
 
 def make(tmp_path, after=300.0):

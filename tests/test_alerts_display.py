@@ -4,7 +4,7 @@ from edge.alerts.schema import build_event
 
 
 def event(message="not DICOM, PNG or JPEG", **fields):
-    return build_event("rejected", message, site="ward-4", device="cart-7", **fields)
+    return build_event("rejected", message, site="ward-4", device="cart-7", **fields).to_json()
 
 
 def test_event_line_names_the_file_and_the_reason_code():
@@ -14,7 +14,7 @@ def test_event_line_names_the_file_and_the_reason_code():
 
 
 def test_event_without_a_file_still_reads_well():
-    line = format_event(build_event("disk_low", "2.0 GiB free", site="s", device="d"))
+    line = format_event(build_event("disk_low", "2.0 GiB free", site="s", device="d").to_json())
     assert "EVENT disk_low" in line and "file=" not in line and "code=" not in line and line.endswith("2.0 GiB free")
 
 

@@ -3,6 +3,7 @@ import pytest
 
 from edge.alerts.outbox import Outbox
 from edge.alerts.schema import build_event, decode
+from tests.alert_factory import make_alert
 from edge.alerts.topics import Topics
 from edge.errors import StoreError
 from edge.store import Store
@@ -63,13 +64,13 @@ def test_enqueue_rolls_back_with_the_callers_transaction(store):
 
 def test_enqueue_alert_queues_alert_then_overlay(store):
     outbox = Outbox(store)
-    alert = {"schema_version": 1, "alert_id": "f" * 32}
+    alert = make_alert("f" * 32)
     with store.transaction() as conn:
         outbox.enqueue_alert(conn, TOPICS, alert, overlay_jpeg=b"\xff\xd8jpeg")
     rows = outbox.pending(10)
     assert [(r.kind, r.topic) for r in rows] == [
         ("alert", TOPICS.alert), ("overlay", TOPICS.overlay("f" * 32))]
-    assert decode(rows[0].payload) == alert and rows[1].payload == b"\xff\xd8jpeg"
+    assert decode(rows[0].payload) == alert.to_json() and rows[1].payload == b"\xff\xd8jpeg"
 
 
 def test_attempts_errors_and_pruning(store):

@@ -27,6 +27,7 @@ from edge.alerts.schema import encode
 from edge.alerts.topics import Topics
 from edge.settings import MqttSettings, TlsSettings
 from edge.store import Store
+from tests.alert_factory import make_alert
 
 TOPICS = Topics("pneumo-test", "ward-3", "cart-1")
 WAIT = 30.0
@@ -63,8 +64,7 @@ class Rig:
         ids = ["%032x" % i for i in range(start, start + n)]
         with self.store.transaction() as conn:
             for alert_id in ids:
-                self.outbox.enqueue_alert(conn, TOPICS, {"schema_version": 1, "alert_id": alert_id,
-                                                         "finding": {"pneumothorax": True}})
+                self.outbox.enqueue_alert(conn, TOPICS, make_alert(alert_id))
         self.publisher.notify()
         return ids
 

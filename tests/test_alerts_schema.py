@@ -48,10 +48,11 @@ def image(**kw):
 
 
 def alert(res=None, img=None, **kw):
+    """The alert's JSON, as the wire carries it."""
     args = dict(file_name="/capture/processing/img1.dcm", file_sha256=SHA, site="ward-3",
                 device="cart-1")
     args.update(kw)
-    return build_alert(res or result(), img or image(), **args)
+    return build_alert(res or result(), img or image(), **args).to_json()
 
 
 def test_alert_carries_every_documented_field():
@@ -167,7 +168,7 @@ def test_no_patient_name_or_birth_date_in_any_payload(tmp_path):
     payloads = [
         alert(img=img, file_name="scan-0001.dcm"),
         alert(img=img, file_name="scan-0001.dcm", identify_by=["accession_number"]),
-        build_event("rejected", "wrong modality", site="s", device="d", file="scan-0001.dcm"),
+        build_event("rejected", "wrong modality", site="s", device="d", file="scan-0001.dcm").to_json(),
     ]
     for payload in payloads:
         text = encode(payload).decode()
@@ -176,15 +177,15 @@ def test_no_patient_name_or_birth_date_in_any_payload(tmp_path):
 
 
 def test_event_payload():
-    ev = build_event("fault", "broker unreachable", site="ward-3", device="cart-1", retries=3)
+    ev = build_event("fault", "broker unreachable", site="ward-3", device="cart-1", retries=3).to_json()
     assert ev["schema_version"] == 1 and ev["kind"] == "fault"
     assert ev["fields"] == {"retries": 3} and len(ev["event_id"]) == 32
     assert ev["created_at"].endswith("Z")
-    assert build_event("fault", "x", site="s", device="d")["event_id"] != ev["event_id"]
+    assert build_event("fault", "x", site="s", device="d").event_id != ev["event_id"]
     with pytest.raises(AlertError):
         build_event("Bad Kind", "x", site="s", device="d")
     with pytest.raises(AlertError):
-        encode(build_event("fault", "x", site="s", device="d", value=float("nan")))
+        encode(build_event("fault", "x", site="s", device="d", value=float("nan")).to_json())
 
 
 def test_topics():
@@ -239,6 +240,36 @@ def test_ack_payload_round_trips_and_bad_acks_are_refused():
 
 def test_status_envelope_wins_over_the_providers_fields():
     body = build_status("offline", site="ward-3", device="cart-1",
-                        fields={"state": "online", "site": "elsewhere", "queue_depth": 4})
+                        fields={"state": "online", "site": "elsewhere", "queue_depth": 4}).to_json()
     assert (body["state"], body["site"], body["device"]) == ("offline", "ward-3", "cart-1")
     assert body["queue_depth"] == 4 and body["schema_version"] == SCHEMA_VERSION and body["at"].endswith("Z")
+
+
+def test_the_typed_alert_holds_what_its_json_says():
+    a = build_alert(result(), image(), file_name="img1.dcm", file_sha256=SHA, site="ward-3",
+                    device="cart-1", identify_by=["accession_number"])
+    payload = a.to_json()
+    assert a.alert_id == payload["alert_id"] and a.source.file_name == "img1.dcm"
+    assert a.finding.pneumothorax is True and a.finding.classifier_probability == 0.8812
+    assert a.source.identifiers == {"accession_number": "ACC123"}
+    assert [m.name for m in a.models] == ["classifier", "segmenter"]
+    assert a.image.width == 300 and a.image.pixel_spacing_mm == (0.2, 0.2)
+    with pytest.raises(AttributeError):      # frozen: what was queued is what was built
+        a.alert_id = "0" * 32
+
+
+def test_threshold_switches_stay_booleans_and_limits_numbers():
+    res = Result(finding=positive_finding(), models=[model()], timings_ms={},
+                 thresholds={"pixel_high": 1, "gate_segmenter": True, "classifier_alerts": False})
+    th = alert(res=res)["thresholds"]
+    assert th == {"classifier_alerts": False, "gate_segmenter": True, "pixel_high": 1.0}
+    assert type(th["gate_segmenter"]) is bool and type(th["pixel_high"]) is float
+
+
+def test_status_leaves_out_what_it_does_not_know():
+    will = build_status("offline", site="s", device="d", client_id="c", clean=False).to_json()
+    assert set(will) == {"schema_version", "state", "site", "device", "at", "client_id", "clean"}
+    online = build_status("online", site="s", device="d", fields={"backend": "onnxruntime"},
+                          client_id="c", queue_depth=0)
+    assert online.queue_depth == 0 and online.to_json()["queue_depth"] == 0
+    assert online.to_json()["backend"] == "onnxruntime" and "clean" not in online.to_json()

@@ -21,6 +21,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from edge.alerts.outbox import Outbox
+from edge.alerts.messages import Alert
 from edge.alerts.schema import build_event, check_ack, decode
 from edge.alerts.topics import Topics
 from edge.errors import AlertError, PneumoEdgeError, StoreError
@@ -67,14 +68,13 @@ class Acks:
         self._publisher = None                    # type: Any
 
     # -- called by the appliance ------------------------------------------
-    def record_alert(self, conn: sqlite3.Connection, alert: Dict[str, Any]) -> None:
+    def record_alert(self, conn: sqlite3.Connection, alert: Alert) -> None:
         """Inside the caller's transaction: remember a positive so it can be escalated."""
-        if not (alert.get("finding") or {}).get("pneumothorax"):
+        if not alert.finding.pneumothorax:
             return
         now = time.time()
         conn.execute("INSERT OR IGNORE INTO positives (alert_id, file_name, created_at, announced_at)"
-                     " VALUES (?, ?, ?, ?)",
-                     (alert["alert_id"], (alert.get("source") or {}).get("file_name"), now, now))
+                     " VALUES (?, ?, ?, ?)", (alert.alert_id, alert.source.file_name, now, now))
 
     def receive(self, payload: bytes) -> None:
         """paho's network thread: queue only, never SQLite."""

@@ -22,7 +22,7 @@ def announce_state(settings: Settings, state: str, timeout: float = 5.0, **field
     True when the broker acknowledged it."""
     topics = Topics(settings.mqtt.topic_prefix, settings.site, settings.device)
     fields.setdefault("version", __version__)
-    payload = build_status(state, site=settings.site, device=settings.device, fields=fields)
+    payload = build_status(state, site=settings.site, device=settings.device, fields=fields).to_json()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311,
                          client_id="pneumo-edge-announce-%s-%s" % (settings.site, settings.device))
     configure_client(client, settings.mqtt)

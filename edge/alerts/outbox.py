@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
 
+from edge.alerts.messages import Alert, Event
 from edge.alerts.schema import encode
 from edge.alerts.topics import Topics
 from edge.errors import StoreError
@@ -105,20 +106,20 @@ class Outbox:
             raise StoreError("cannot queue %s for %s: %s" % (kind, topic, exc))
         return int(row[0])
 
-    def enqueue_alert(self, conn: sqlite3.Connection, topics: Topics, alert: dict,
+    def enqueue_alert(self, conn: sqlite3.Connection, topics: Topics, alert: Alert,
                       overlay_jpeg: Optional[bytes] = None) -> List[int]:
         """Queue an alert (schema.build_alert) and, if given, its overlay JPEG
         on topics.overlay(alert_id), inside the caller's transaction."""
-        alert_id = alert["alert_id"]
-        ids = [self.enqueue(conn, "alert", topics.alert, encode(alert), alert_id=alert_id)]
+        alert_id = alert.alert_id
+        ids = [self.enqueue(conn, "alert", topics.alert, encode(alert.to_json()), alert_id=alert_id)]
         if overlay_jpeg is not None:
             ids.append(self.enqueue(conn, "overlay", topics.overlay(alert_id), overlay_jpeg,
                                     alert_id=alert_id))
         return ids
 
-    def enqueue_event(self, conn: sqlite3.Connection, topics: Topics, event: dict) -> int:
+    def enqueue_event(self, conn: sqlite3.Connection, topics: Topics, event: Event) -> int:
         """Queue an event (schema.build_event) inside the caller's transaction."""
-        return self.enqueue(conn, "event", topics.event, encode(event))
+        return self.enqueue(conn, "event", topics.event, encode(event.to_json()))
 
     def pending(self, limit: int = 100) -> List[OutboxRow]:
         """Unsent rows, oldest first."""

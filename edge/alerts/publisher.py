@@ -159,12 +159,9 @@ class Publisher:
                 body.update(self._status() or {})
             except Exception as exc:   # a status provider bug must not stop alerts
                 log.warning("status provider failed: %s", exc)
-        body["client_id"] = self.client_id
-        if depth is not None:
-            body["queue_depth"] = depth
-        if clean is not None:
-            body["clean"] = clean   # offline: False means the last-will (connection lost)
-        return encode(build_status(state, site=self.topics.site, device=self.topics.device, fields=body))
+        # offline: clean=False means the last-will (connection lost)
+        return encode(build_status(state, site=self.topics.site, device=self.topics.device, fields=body,
+                                   client_id=self.client_id, queue_depth=depth, clean=clean).to_json())
 
     def publish_status(self, state: Optional[str] = None,
                        clean: Optional[bool] = None) -> Optional[mqtt.MQTTMessageInfo]:

@@ -1,6 +1,7 @@
-"""The alert and event payloads (JSON, documented in docs/ALERTS.md).
+"""Building the alert, event and status messages (edge.alerts.messages;
+the JSON is documented in docs/ALERTS.md).
 
-Pure functions: a Result plus the image's identity in, a dict out. The
+Pure functions: a Result plus the image's identity in, an Alert out. The
 alert id is deterministic (image identity + the exact models that ran), so a
 re-processed image or a re-sent row carries the same id and displays can
 dedupe on it. Patient name and birth date are never read: Image does not
@@ -16,10 +17,9 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import cv2
 import numpy as np
 
+from edge.alerts.messages import SCHEMA_VERSION, Alert, AlertImage, AlertSource, Event, Status
 from edge.errors import AlertError
-from edge.types import Image, ModelInfo, Result
-
-SCHEMA_VERSION = 1
+from edge.types import Finding, Image, ModelInfo, Result
 
 # Least to most trustworthy; an alert is only as validated as its weakest model.
 INTENDED_USE_ORDER = ("untrained", "demo", "validated")
@@ -107,8 +107,8 @@ def _num(value: Optional[float], digits: int) -> Optional[float]:
 def build_alert(result: Result, image: Image, *, file_name: str, file_sha256: str,
                 site: str, device: str, identify_by: Sequence[str] = (),
                 created_at: Optional[datetime] = None,
-                topics: Any = None) -> Dict[str, Any]:
-    """The alert payload for one processed image.
+                topics: Any = None) -> Alert:
+    """The alert for one processed image (the only place an Alert is made).
 
     identify_by: optional identifiers a site enabled (only "accession_number").
     topics: an edge.alerts.topics.Topics; when given, overlay_topic names where
@@ -122,81 +122,67 @@ def build_alert(result: Result, image: Image, *, file_name: str, file_sha256: st
         raise AlertError("an alert needs at least one model identity")
     f = result.finding
     alert_id = alert_id_for(image_identity(image, file_sha256), result.models)
-    source = {
-        # a POSIX name may hold a backslash: only "/" separates folders
-        "file_name": file_name.rsplit("/", 1)[-1],
-        "sha256": file_sha256,
-        "sop_instance_uid": image.sop_instance_uid or None,
-        "study_instance_uid": image.study_instance_uid or None,
-    }  # type: Dict[str, Any]
+    identifiers = {}  # type: Dict[str, Optional[str]]
     if "accession_number" in identify_by:
-        source["accession_number"] = image.accession_number or None
+        identifiers["accession_number"] = image.accession_number or None
     spacing = image.pixel_spacing_mm
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "alert_id": alert_id,
-        "created_at": utc_iso(created_at),
-        "site": site,
-        "device": device,
-        "source": source,
-        "finding": {
-            "pneumothorax": bool(f.pneumothorax),
-            "probability": _num(f.probability, 4),
-            "seg_max_probability": _num(f.seg_max_probability, 4),
-            "classifier_probability": _num(f.classifier_probability, 4),
-            "area_px": int(f.area_px),
-            "area_fraction": _num(f.area_fraction, 6),
-            "area_cm2": _num(f.area_cm2, 2),
-            "side": f.side,
-            "bbox": [int(v) for v in f.bbox] if f.bbox is not None else None,
-            "contours": bounded_contours(f.contours) if f.pneumothorax else [],
-            "segmenter_skipped": bool(f.segmenter_skipped),
-            "reasons": list(f.reasons),
-        },
-        "thresholds": {k: float(v) for k, v in sorted(result.thresholds.items())},
-        "models": [{"name": m.name, "version": m.version, "sha256": m.sha256,
-                    "precision": m.precision, "backend": m.backend, "task": m.task}
-                   for m in result.models],
-        "timings_ms": {k: round(float(v), 2) for k, v in result.timings_ms.items()},
-        "intended_use": combined_intended_use(result.models),
-        "overlay_topic": topics.overlay(alert_id) if topics is not None else None,
-        "image": {
-            "width": image.width,
-            "height": image.height,
-            "pixel_spacing_mm": [float(spacing[0]), float(spacing[1])] if spacing else None,
-            "view_position": image.view_position or None,
-            "modality": image.modality or None,
-        },
-    }
+    return Alert(
+        alert_id=alert_id,
+        created_at=utc_iso(created_at),
+        site=site,
+        device=device,
+        # a POSIX name may hold a backslash: only "/" separates folders
+        source=AlertSource(file_name=file_name.rsplit("/", 1)[-1], sha256=file_sha256,
+                           sop_instance_uid=image.sop_instance_uid or None,
+                           study_instance_uid=image.study_instance_uid or None,
+                           identifiers=identifiers),
+        finding=Finding(
+            pneumothorax=bool(f.pneumothorax),
+            probability=_num(f.probability, 4),
+            seg_max_probability=_num(f.seg_max_probability, 4),
+            classifier_probability=_num(f.classifier_probability, 4),
+            area_px=int(f.area_px),
+            area_fraction=float(round(float(f.area_fraction), 6)),
+            area_cm2=_num(f.area_cm2, 2),
+            side=f.side,
+            bbox=tuple(int(v) for v in f.bbox) if f.bbox is not None else None,  # type: ignore
+            contours=bounded_contours(f.contours) if f.pneumothorax else [],  # type: ignore
+            segmenter_skipped=bool(f.segmenter_skipped),
+            reasons=list(f.reasons)),
+        # switches (gate_segmenter, classifier_alerts) stay booleans, limits are numbers
+        thresholds={k: v if isinstance(v, bool) else float(v) for k, v in result.thresholds.items()},
+        models=tuple(result.models),
+        timings_ms={k: round(float(v), 2) for k, v in result.timings_ms.items()},
+        intended_use=combined_intended_use(result.models),
+        overlay_topic=topics.overlay(alert_id) if topics is not None else None,
+        image=AlertImage(width=image.width, height=image.height,
+                         pixel_spacing_mm=(float(spacing[0]), float(spacing[1])) if spacing else None,
+                         view_position=image.view_position or None,
+                         modality=image.modality or None),
+    )
 
 
 def build_event(kind: str, message: str, *, site: str, device: str,
-                created_at: Optional[datetime] = None, **fields: Any) -> Dict[str, Any]:
-    """A status event (rejected file, duplicate, fault, recovery ...).
-    `fields` must be JSON-serialisable and must never hold patient data."""
+                created_at: Optional[datetime] = None, **fields: Any) -> Event:
+    """An event (rejected file, duplicate, fault, escalation, appliance event);
+    the only place an Event is made. `fields` must be JSON-serialisable and
+    must never hold patient data."""
     if not kind or not kind.replace("_", "").isalnum() or kind != kind.lower():
         raise AlertError("event kind %r must be a lower-case word" % kind)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "event_id": uuid.uuid4().hex,
-        "created_at": utc_iso(created_at),
-        "site": site,
-        "device": device,
-        "kind": kind,
-        "message": message,
-        "fields": dict(fields),
-    }
+    return Event(event_id=uuid.uuid4().hex, created_at=utc_iso(created_at), site=site,
+                 device=device, kind=kind, message=message, fields=dict(fields))
 
 
 def build_status(state: str, *, site: str, device: str,
-                 fields: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The retained status payload, whoever publishes it (the running
-    appliance, its last-will, a one-shot announcement before it runs):
-    `fields` under the envelope, which they cannot override (a provider's
-    own "state" gives way to the state being published)."""
-    body = dict(fields or {})
-    body.update(schema_version=SCHEMA_VERSION, state=state, site=site, device=device, at=utc_iso())
-    return body
+                 fields: Optional[Dict[str, Any]] = None, client_id: Optional[str] = None,
+                 queue_depth: Optional[int] = None, clean: Optional[bool] = None) -> Status:
+    """The retained status, whoever publishes it (the running appliance, its
+    last-will, a one-shot announcement before it runs); the only place a
+    Status is made. `fields` (the status provider's report) sit under the
+    envelope, which they cannot override (a provider's own "state" gives
+    way to the state being published)."""
+    return Status(state=state, site=site, device=device, at=utc_iso(), client_id=client_id,
+                  queue_depth=queue_depth, clean=clean, details=dict(fields or {}))
 
 
 MAX_INITIALS = 8

@@ -47,18 +47,18 @@ class Commit:
                             identify_by=alerts.identify_by,
                             topics=self.topics if overlay is not None else None)
         with job.timings.measure("outbox_ms"):
-            pacs = self.hospital.prepare(claimed, image, alert, overlay)
+            pacs = self.hospital.prepare(claimed, image, alert.to_json(), overlay)
             with self.store.transaction() as conn:
                 self.outbox.enqueue_alert(conn, self.topics, alert, overlay)
                 self.acks.record_alert(conn, alert)
                 self.hospital.enqueue(conn, pacs)
-                self.ledger.mark_done(conn, claimed.sha256, alert["alert_id"])
+                self.ledger.mark_done(conn, claimed.sha256, alert.alert_id)
         self.folders.finish(claimed)
         self.tally.count("alerted")
         timings = job.timings.as_dict()
         f = job.result.finding
-        log.info("%s -> alert %s: %s%s p=%s area=%.2f%% (%.0f ms)", claimed.label, alert["alert_id"],
+        log.info("%s -> alert %s: %s%s p=%s area=%.2f%% (%.0f ms)", claimed.label, alert.alert_id,
                  "POSITIVE" if f.pneumothorax else "negative", " " + f.side if f.side else "",
                  "%.3f" % f.probability if f.probability is not None else "-",
                  100 * f.area_fraction, sum(timings.values()))
-        return Outcome(claimed.label, "alerted", alert_id=alert["alert_id"], timings_ms=timings)
+        return Outcome(claimed.label, "alerted", alert_id=alert.alert_id, timings_ms=timings)

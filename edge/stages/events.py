@@ -4,6 +4,7 @@ import logging
 import os
 from typing import Any, Callable
 
+from edge.alerts.messages import Event
 from edge.alerts.outbox import Outbox
 from edge.alerts.schema import build_event
 from edge.alerts.topics import Topics
@@ -19,10 +20,10 @@ class Events:
         self.settings, self.store, self.outbox, self.topics = settings, store, outbox, topics
         self._notify = notify
 
-    def build(self, kind: str, message: str, **fields: Any):
+    def build(self, kind: str, message: str, **fields: Any) -> Event:
         return build_event(kind, message, site=self.settings.site, device=self.settings.device, **fields)
 
-    def queue(self, conn, event) -> None:
+    def queue(self, conn, event: Event) -> None:
         """Inside the caller's transaction (a file's verdict commits with its ledger row)."""
         self.outbox.enqueue_event(conn, self.topics, event)
 

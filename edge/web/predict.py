@@ -109,9 +109,9 @@ class Predictor:
                                  self.settings.alerts.overlay_quality, draw_region=False)
         alert = build_alert(result, image, file_name=name, file_sha256=sha, site=self.settings.site,
                             device=self.device, identify_by=self.settings.alerts.identify_by)
-        log.info("upload %s -> %s p=%s", name, "POSITIVE" if alert["finding"]["pneumothorax"]
-                 else "negative", alert["finding"]["probability"])
-        return 200, {"alert": alert, "overlay_jpeg_base64": base64.b64encode(overlay).decode("ascii"),
+        log.info("upload %s -> %s p=%s", name, "POSITIVE" if alert.finding.pneumothorax
+                 else "negative", alert.finding.probability)
+        return 200, {"alert": alert.to_json(), "overlay_jpeg_base64": base64.b64encode(overlay).decode("ascii"),
                      "warning": label or None}
 
     def close(self) -> None:
