@@ -283,6 +283,7 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
     os.makedirs(staging, exist_ok=True)
     incoming = app.folders.incoming
     samples, latency, after_settle = [], [], []
+    seen = set()
     counter = [0]
 
     def drop(n: int) -> List[Tuple[str, float]]:
@@ -304,6 +305,10 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
             outcome = app.outcomes.get(timeout=60)
             if outcome.alert_id is None:
                 raise RuntimeError("bench file %s was %s: %s" % (name, outcome.state, outcome.reason))
+            if outcome.alert_id in seen:     # its outbox row is an earlier file's: the latency would be false
+                raise RuntimeError("bench file %s repeats alert %s: inputs are not unique images"
+                                   % (name, outcome.alert_id))
+            seen.add(outcome.alert_id)
             created, sent = _wait_sent(app, outcome.alert_id) or (None, None)
             if sent is None:
                 raise RuntimeError("no PUBACK for %s within 30 s" % name)
