@@ -81,6 +81,9 @@ def table(result: Dict[str, Any]) -> str:
         if extra:
             out.append("  the same, less each file's own compute (what the appliance adds): p50 %.0f  p95 %.0f ms"
                        % (extra["p50"], extra["p95"]))
+        per = one.get("arrival_to_puback_over_compute")
+        if per:
+            out.append("  the same, over each file's own compute: p50 %.2fx  p95 %.2fx" % (per["p50"], per["p95"]))
         if e2e.get("burst"):
             bu = e2e["burst"]
             out.append("  %d files at once: %.2f images/s, arrival of the first to PUBACK of the last "

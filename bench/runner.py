@@ -347,6 +347,7 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
     # Each file's latency less its own compute: what the appliance adds, free of
     # the compute's own spread (large on a busy machine).
     overhead = [lat - c for lat, c in zip(latency, compute)]
+    per_file = [lat / c for lat, c in zip(latency, compute) if c > 0]
     return {"variant": variant.name, "capture_mode": "inotify/poll as configured (%s)" % s.capture.watch,
             "settle_s": settle, "one_at_a_time": {
                 "images": len(samples),
@@ -354,6 +355,7 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
                 "after_settle_to_puback_ms": stats.summarize(after_settle),
                 "single_image_compute_ms": stats.summarize(compute),
                 "arrival_to_puback_less_compute_ms": stats.summarize(overhead),
+                "arrival_to_puback_over_compute": stats.summarize(per_file),
                 "stages": stats.stage_table(samples, APPLIANCE_STAGES)},
             "burst": burst_result, "inference_threads": status.get("inference_threads")}
 
