@@ -104,15 +104,33 @@ def generate(kinds: Sequence[str], sizes: Sequence[int], per_combo: int = 1,
 
 
 def from_folder(path: str, limit: int = 0) -> List[BenchInput]:
-    """Every regular file of a folder (not recursive), sorted by name."""
+    """Every regular file of a folder (not recursive), sorted by name. A
+    DICOM file gets the patchable SOP Instance UID (see unique_bytes): the
+    alert id follows the SOP Instance UID, so copies differing only in
+    their bytes would all be the same alert."""
     names = sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)) and not n.startswith("."))
     if limit:
         names = names[:limit]
     out = []
     for n in names:
         with open(os.path.join(path, n), "rb") as fh:
-            out.append(BenchInput(n, "folder", 0, 0, fh.read()))
+            data = fh.read()
+        if data[128:132] == b"DICM":
+            out.append(BenchInput(n, "dicom", 0, 0, _with_slot_uid(data)))
+        else:
+            out.append(BenchInput(n, "folder", 0, 0, data))
     return out
+
+
+def _with_slot_uid(data: bytes) -> bytes:
+    """The DICOM file re-written with SOP Instance UID = root + slot (pixels untouched)."""
+    import pydicom
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.SOPInstanceUID = _UID_ROOT + _UID_SLOT.decode()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    return buf.getvalue()
 
 
 def unique_bytes(item: BenchInput, index: int) -> bytes:

@@ -75,8 +75,15 @@ def table(result: Dict[str, Any]) -> str:
         out += ["", "appliance end to end (real folder + mosquitto), %s, threads %s:" % (
             e2e["variant"], _threads_text(e2e.get("inference_threads") or {}))]
         out += _stage_rows(one["stages"])
-        out.append("  file arrival -> PUBACK p50 %.0f  p95 %.0f  p99 %.0f ms; single-image compute p50 %.0f ms"
-                   % (lat["p50"], lat["p95"], lat["p99"], comp["p50"]))
+        out.append("  file arrival -> PUBACK p50 %.0f  p95 %.0f  p99 %.0f ms; single-image compute p50 %.0f  p95 %.0f ms"
+                   % (lat["p50"], lat["p95"], lat["p99"], comp["p50"], comp["p95"]))
+        extra = one.get("arrival_to_puback_less_compute_ms")
+        if extra:
+            out.append("  the same, less each file's own compute (what the appliance adds): p50 %.0f  p95 %.0f ms"
+                       % (extra["p50"], extra["p95"]))
+        per = one.get("arrival_to_puback_over_compute")
+        if per:
+            out.append("  the same, over each file's own compute: p50 %.2fx  p95 %.2fx" % (per["p50"], per["p95"]))
         if e2e.get("burst"):
             bu = e2e["burst"]
             out.append("  %d files at once: %.2f images/s, arrival of the first to PUBACK of the last "

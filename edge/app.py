@@ -13,11 +13,15 @@ memory. The threads meet in SQLite (ledger + outbox in one database), so
 
 Crash safety, step by step for one file:
   claim (rename into processing/) -> ledger "claimed" -> decode + models
-  -> ONE transaction: outbox rows + ledger "done"/"rejected"
-  -> move to done/ or rejected/.
-A crash before the transaction reprocesses the file on restart (alert ids
-are deterministic, so a re-run queues the same alert once); a crash after it
-only repeats the final move.
+  -> ONE transaction: alert in the outbox + ledger "done" (or "rejected")
+     + a pending-overlay row; the alert is sent from here on
+  -> overlay rendered -> second transaction: overlay + PACS results queued,
+     pending row deleted -> move to done/ or rejected/.
+A crash before the first transaction reprocesses the file on restart (alert
+ids are deterministic, so a re-run queues the same alert once); a crash
+between the two leaves the file in processing/ with its pending row, and
+the restart renders and queues its overlay from it (edge.stages.
+overlay_recovery); a crash after the second only repeats the final move.
 
 Per-file isolation: whatever one file does, it ends in rejected/ with a
 reason (undecodable, unreadable, too large, a fault), goes back to incoming/
@@ -58,6 +62,7 @@ from edge.stages.commit import Commit
 from edge.stages.events import Events, report_store_health
 from edge.stages.intake import Intake
 from edge.stages.job import Job, Outcome
+from edge.stages.overlay_recovery import AfterAlert
 from edge.stages.rejections import Rejections
 from edge.stages.tally import Tally
 from edge.store import Store, one_line
@@ -114,10 +119,13 @@ class Appliance:
                                       self._tally, self._retries)
         side = decode_side(self.pipeline.input_sides, settings.alerts.overlay_max_side
                            if settings.mqtt.publish_overlay else 0)
+        self._after = AfterAlert(settings, self.store, self.outbox, self.hospital, self.folders,
+                                 self.topics, self._tally, side)   # overlay + PACS after the alert; crash recovery
         self._intake = Intake(settings, self.pipeline, self.ledger, self.folders, self._rejections,
-                              self._tally, self._stop, lambda: self.watcher, side)
+                              self._tally, self._stop, lambda: self.watcher, side, self._after)
         self._commit = Commit(settings, self.pipeline, self.store, self.ledger, self.outbox, self.acks,
-                              self.hospital, self.folders, self.topics, self._tally)
+                              self._after, self.folders, self.topics, self._tally,
+                              notify=self.publisher.notify)
         report_store_health(self.store, self.folders.done, self._events)
 
     # -- status ---------------------------------------------------------
@@ -213,7 +221,7 @@ class Appliance:
         return self._intake.run(job)
 
     def complete(self, job: Job) -> Outcome:
-        """Models, overlay, one transaction (alert queued + file done), then the move."""
+        """Models, the alert's transaction (queued + file done), the overlay's, then the move."""
         return self._commit.run(job)
 
     # -- the intake thread: every step for one file is guarded ---------------

@@ -2,7 +2,8 @@
 (edge.intake) and results out to PACS (edge.pacs).
 
 One object with a small surface, so edge/app.py needs only a few hook
-lines: start/stop, prepare + enqueue in the commit step, status.
+lines: start/stop, prepare + enqueue in the overlay's transaction (after the
+alert's, edge.stages.overlay_recovery), status.
 Results go to PACS only for DICOM sources: a PNG/JPEG film has no study
 to attach them to.
 """
@@ -71,7 +72,7 @@ class HospitalLinks:
         return PendingResults(kinds, source, alert, overlay)
 
     def enqueue(self, conn, pending: Optional[PendingResults]) -> None:
-        """Inside the commit transaction (with the MQTT alert and the ledger's "done")."""
+        """Inside the overlay's transaction (with the MQTT overlay, after the alert's)."""
         if pending is not None:
             self.queue.enqueue(conn, pending.kinds, pending.source, pending.alert, pending.overlay)
 

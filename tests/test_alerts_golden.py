@@ -115,6 +115,8 @@ def render(tmp, port):
             incoming = app.folders.incoming
             drop_dicom(incoming, "IM0001.dcm", seed=1, positive=True)
             out["alert"] = alert = _one(sub, topics.alert, "the alert")
+            # the alert goes out before the overlay's commit, which moves the film to done/
+            wait_until(lambda: os.path.exists(os.path.join(done, "IM0001.dcm")), WAIT_S, "the film in done/")
             shutil.copy(os.path.join(done, "IM0001.dcm"), os.path.join(incoming, "..", "again.part"))
             os.rename(os.path.join(incoming, "..", "again.part"), os.path.join(incoming, "IM0001-again.dcm"))
             out["event-duplicate"] = _event(sub, topics, "duplicate")

@@ -29,6 +29,22 @@ def test_generated_inputs_decode_and_unique_copies_differ_but_decode_alike():
     assert decode_bytes(inputs.unique_bytes(items[0], 7)).sop_instance_uid.endswith("900000000007")
 
 
+def test_folder_dicoms_get_a_new_sop_instance_uid_per_copy_so_each_copy_is_its_own_alert(tmp_path):
+    # The alert id follows the SOP Instance UID: copies that differ only in bytes
+    # would all be one alert, and the latency read from its outbox row a lie.
+    from tests.dicom_factory import write_dicom, write_png
+    px = (np.arange(300 * 300) % 4096).reshape(300, 300).astype(np.uint16)
+    write_dicom(str(tmp_path / "a.dcm"), px, sop_instance_uid="1.2.3.4.5")
+    write_png(str(tmp_path / "b.png"), np.full((300, 300), 80, np.uint8))
+    dicom, png = inputs.from_folder(str(tmp_path))
+    assert (dicom.kind, png.kind) == ("dicom", "folder")
+    one, two = decode_bytes(inputs.unique_bytes(dicom, 1)), decode_bytes(inputs.unique_bytes(dicom, 2))
+    assert one.sop_instance_uid != two.sop_instance_uid != "1.2.3.4.5"
+    assert (one.pixels == two.pixels).all() and (one.pixels == decode_bytes(open(str(tmp_path / "a.dcm"), "rb")
+                                                                           .read()).pixels).all()
+    assert inputs.unique_bytes(png, 1) != inputs.unique_bytes(png, 2)
+
+
 def test_onnx_flops_count_conv_and_gemm_exactly(tmp_path):
     # Conv 3x3, 1 -> 4 channels, 8x8 output; then Gemm 256 -> 2.
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])

@@ -154,3 +154,42 @@ def test_no_leftovers_after_a_clean_run(tmp_path):
     f = _folders(tmp_path)
     f.finish(f.claim(_drop(f, "a.dcm")))
     assert f.leftovers() == []
+
+
+@pytest.mark.parametrize("end", ["finish", "finish_delete", "reject", "unclaim"])
+def test_a_claim_syncs_processing_at_once_and_its_source_before_the_file_moves_on(tmp_path, monkeypatch, end):
+    # The real calls, recorded in order: which folder each fsync reached, and each rename.
+    f = _folders(tmp_path, on_success="delete" if end == "finish_delete" else "move")
+    events = []
+    real_fsync, real_rename, real_unlink = os.fsync, os.rename, os.unlink
+
+    def fsync(fd):
+        events.append(("fsync", os.path.basename(os.readlink("/proc/self/fd/%d" % fd))))
+        return real_fsync(fd)
+
+    def rename(src, dst):
+        events.append(("rename", os.path.basename(os.path.dirname(src)), os.path.basename(os.path.dirname(dst))))
+        return real_rename(src, dst)
+
+    def unlink(path):
+        events.append(("unlink", os.path.basename(os.path.dirname(path))))
+        return real_unlink(path)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "unlink", unlink)
+    claimed = f.claim(_drop(f, "a.dcm"))
+    assert events == [("rename", "incoming", "processing"), ("fsync", "processing")]   # one fsync before the models
+    del events[:]
+    if end == "reject":
+        f.reject(claimed, "bad", "bad file")
+    elif end == "unclaim":
+        f.unclaim(claimed)
+    else:
+        f.finish(claimed)
+    moved = [e for e in events if e[0] in ("rename", "unlink") and e[1] == "processing"][0]
+    assert events.index(("fsync", "incoming")) < events.index(moved)
+    # once synced, a second file's end does not sync incoming/ again for the first
+    del events[:]
+    other = f.claim(_drop(f, "b.dcm"))
+    f.finish(other)
+    assert events.count(("fsync", "incoming")) == 1

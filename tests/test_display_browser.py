@@ -157,6 +157,38 @@ def test_a_dropped_film_appears_with_its_region_and_acknowledge_survives_a_resta
     assert app.acks.status()["unacknowledged"] == 0
 
 
+def test_an_overlay_that_arrives_after_its_alert_fills_the_card_in(stack, tmp_path):
+    # The cart sends the alert before it draws the overlay. A real run's alert and
+    # overlay, published by hand seconds apart: the card shows at once, then its film.
+    import copy
+    from tests.mosquitto import Subscriber
+    settings = copy.deepcopy(stack.settings)
+    settings.state_dir, settings.capture.dir = str(tmp_path / "ref-state"), str(tmp_path / "ref-capture")
+    ref = Appliance(settings)                      # never started: process() only queues
+    try:
+        path = drop_dicom(ref.folders.incoming, "bed5.dcm", seed=5, positive=True)
+        alert_id = ref.process(ref.folders.claim(path)).alert_id
+        rows = dict(ref.store.connection().execute(
+            "SELECT kind, payload FROM outbox WHERE alert_id = ?", (alert_id,)).fetchall())
+        topics = ref.topics
+    finally:
+        ref.stop()
+    stack.open()
+    with Subscriber(stack.broker.port, ["unused/#"]) as pub:
+        pub.client.publish(topics.alert, bytes(rows["alert"]), qos=1).wait_for_publish(5)
+        card = study(stack.page, alert_id)
+        card.wait_for(timeout=20000)
+        time.sleep(1.0)
+        assert card.locator("img").count() == 0
+        assert card.locator(".placeholder").inner_text() == "image not received"
+        assert card.locator("svg.region polygon").count() >= 1      # the region is drawn from the alert alone
+        pub.client.publish(topics.overlay(alert_id), bytes(rows["overlay"]), qos=1).wait_for_publish(5)
+        card.locator("img").wait_for(timeout=20000)
+    stack.page.wait_for_function("document.querySelector('.study .film.loaded') !== null", timeout=20000)
+    assert card.locator(".placeholder").count() == 0
+    stack.shot("overlay-after-alert")
+
+
 def test_broker_outage_shows_connection_lost_then_the_alert_sent_meanwhile(stack):
     app = stack.start_app()
     stack.open()

@@ -150,6 +150,8 @@ def test_c_store_in_alert_out_and_results_land_in_pacs_in_the_source_study(tmp_p
             film = make_film(str(tmp_path / "f.dcm"), seed=30, positive=True, patient_name="Roe^Rick")
             assert send_files(app.hospital.receiver.port, [film]) == [0]
             wait_msgs(sub, lambda: received(sub, app.topics.alert), 30)
+            # the results are queued after the alert went out, with its overlay: the outcome says when
+            assert app.outcomes.get(timeout=30).state == "alerted"
         alert = json.loads(received(sub, app.topics.alert)[0].payload)
         study = pydicom.dcmread(film).StudyInstanceUID
         wait_until(lambda: app.hospital.queue.depth() == 0, 30, "the PACS queue to drain")

@@ -113,9 +113,15 @@ class Outbox:
         alert_id = alert.alert_id
         ids = [self.enqueue(conn, "alert", topics.alert, encode(alert.to_json()), alert_id=alert_id)]
         if overlay_jpeg is not None:
-            ids.append(self.enqueue(conn, "overlay", topics.overlay(alert_id), overlay_jpeg,
-                                    alert_id=alert_id))
+            ids.append(self.enqueue_overlay(conn, topics, alert_id, overlay_jpeg))
         return ids
+
+    def enqueue_overlay(self, conn: sqlite3.Connection, topics: Topics, alert_id: str,
+                        overlay_jpeg: bytes) -> int:
+        """Queue an alert's overlay JPEG on topics.overlay(alert_id), inside the
+        caller's transaction; the appliance queues it after the alert itself
+        (edge.stages.overlay_recovery)."""
+        return self.enqueue(conn, "overlay", topics.overlay(alert_id), overlay_jpeg, alert_id=alert_id)
 
     def enqueue_event(self, conn: sqlite3.Connection, topics: Topics, event: Event) -> int:
         """Queue an event (schema.build_event) inside the caller's transaction."""

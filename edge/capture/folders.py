@@ -9,6 +9,15 @@ Renames stay on one filesystem (checked at start) so each is atomic, and
 the directories are fsynced after renames so a power cut cannot undo a
 move that the ledger already records. Only the one capture worker moves
 files, so choosing a free name and renaming onto it cannot race.
+
+A claim fsyncs processing/ at once (a crash then finds the file there) but
+the folder it came from only before that file's next move (done/,
+rejected/, back to incoming/): one fsync less before the alert, and a file
+still never leaves processing/ while its old name could come back. Until
+then a power cut can at worst bring the old name back beside the claimed
+file on a filesystem that does not journal a rename as one change (ext4 and
+xfs do): it is claimed again and the ledger, keyed by content, calls it a
+duplicate. Nothing is lost either way.
 """
 import datetime
 import errno
@@ -17,9 +26,10 @@ import json
 import logging
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from edge.capture.names import display_name, fit_name, name_bytes
 from edge.errors import CaptureError
@@ -130,6 +140,9 @@ class CaptureFolders:
         # settings.on_success is one of ON_SUCCESS: its field rule, checked by load_config
         self.root = root
         self.on_success = settings.on_success
+        self._lock = threading.Lock()         # guards _unsynced (held for a set operation only)
+        self._sync_lock = threading.Lock()    # a second syncer waits for the fsync in progress
+        self._unsynced = set()   # type: Set[str]   folders a claim renamed out of, not yet fsynced
         self.incoming = os.path.join(root, "incoming")
         self.processing = os.path.join(root, "processing")
         self.done = os.path.join(root, "done")
@@ -171,7 +184,8 @@ class CaptureFolders:
             raise CaptureError("cannot claim %s into %s: %s"
                                % (display_name(path), self.processing, exc.strerror))
         fsync_dir_quietly(self.processing)
-        fsync_dir_quietly(os.path.dirname(path) or ".")
+        with self._lock:                  # fsynced before this file moves on (module docstring)
+            self._unsynced.add(os.path.dirname(path) or ".")
         try:
             claimed = self.describe(target, name, time.time(), max_bytes)
         except FileNotFoundError:
@@ -182,8 +196,20 @@ class CaptureFolders:
     def unclaim(self, claimed: Claimed) -> str:
         """Put a file whose writer is not done back into incoming/ (it will
         settle again); returns its path there."""
+        self._sync_claim_sources()
         target = os.path.join(self.incoming, _free_name(self.incoming, os.path.basename(claimed.name)))
         return _move(claimed, target, "cannot return %s to incoming/" % claimed.label)
+
+    def _sync_claim_sources(self) -> None:
+        """fsync the folders claims renamed files out of since the last call:
+        before any claimed file moves on, its removal there is durable. A
+        caller finding the set just taken by another waits for that fsync to
+        end; claims are not held up by it."""
+        with self._sync_lock:
+            with self._lock:
+                folders, self._unsynced = self._unsynced, set()
+            for folder in sorted(folders):
+                fsync_dir_quietly(folder)
 
     def changed(self, claimed: Claimed) -> bool:
         """True if the file's size or mtime differ from when it was read."""
@@ -197,6 +223,7 @@ class CaptureFolders:
 
     def finish(self, claimed: Claimed) -> Optional[str]:
         """Move to done/ (returns the new path) or delete (returns None)."""
+        self._sync_claim_sources()
         if self.on_success == "delete":
             try:
                 os.unlink(claimed.path)
@@ -212,6 +239,7 @@ class CaptureFolders:
         """Move to rejected/ with a reason file; returns the file's new path.
         The reason file is written first, so a file in rejected/ never lacks
         one (a crash in between leaves the file in processing/, redone)."""
+        self._sync_claim_sources()
         name = _free_name(self.rejected, os.path.basename(claimed.name), REASON_SUFFIX)
         target = os.path.join(self.rejected, name)
         record = {

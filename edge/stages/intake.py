@@ -14,6 +14,7 @@ from edge.errors import CorruptImage, DecodeError, NotAnImage
 from edge.pipeline import Pipeline
 from edge.settings import Settings
 from edge.stages.job import Job, Outcome
+from edge.stages.overlay_recovery import AfterAlert
 from edge.stages.rejections import Rejections
 from edge.stages.tally import Tally
 
@@ -23,8 +24,9 @@ log = logging.getLogger(__name__)
 class Intake:
     def __init__(self, settings: Settings, pipeline: Pipeline, ledger: Ledger, folders: CaptureFolders,
                  rejections: Rejections, tally: Tally, stop: threading.Event,
-                 watcher: Callable[[], Optional[Watcher]], decode_side: int):
+                 watcher: Callable[[], Optional[Watcher]], decode_side: int, after: AfterAlert):
         self.settings, self.pipeline, self.ledger, self.folders = settings, pipeline, ledger, folders
+        self.after = after                 # finishes a file whose overlay a crash took
         self.rejections, self.tally, self._stop = rejections, tally, stop
         self._watcher = watcher            # made at start(): absent for callers without threads
         self._decode_side = decode_side
@@ -39,6 +41,9 @@ class Intake:
             return self._return(claimed)
         entry = self.ledger.lookup(claimed.sha256)
         if entry is not None and entry.state == "done":
+            pending = self.after.pending(claimed.sha256)
+            if pending is not None:        # its alert went out, a crash took its overlay
+                return self.after.recover(job, pending)
             return self.rejections.duplicate(claimed, entry.alert_id)
         if entry is not None and entry.state == "rejected" and entry.reason_code != "fault":
             # Rejected before (or a crash between the ledger commit and the move):

@@ -62,6 +62,7 @@ class Outcome:
     name: str
     state: str                      # "alerted" | "rejected" | "duplicate" | "vanished"
                                     # | "returned" (writer not done) | "deferred" (retried later)
+                                    # | "recovered" (its overlay, lost to a crash, queued now)
     alert_id: Optional[str] = None
     reason: Optional[str] = None
     timings_ms: Optional[Dict[str, float]] = None

@@ -2,7 +2,7 @@
 import threading
 from typing import Dict
 
-KEYS = ("alerted", "rejected", "duplicate", "faults", "returned", "deferred")
+KEYS = ("alerted", "rejected", "duplicate", "faults", "returned", "deferred", "recovered")
 
 
 class Tally:
