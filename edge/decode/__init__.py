@@ -33,7 +33,7 @@ def decode_bytes(data: bytes, settings: Optional[DecodeSettings] = None, name: s
     """Decode one file's content; `name` is for the caller's logs only (the
     extension is never trusted). Raises only DecodeError subclasses.
     min_side > 0 allows a reduced-resolution decode whose shorter side is
-    still >= min_side (JPEG 2000 only; the Image then records its original size)."""
+    still >= min_side (DICOM JPEG 2000 and JPEG Baseline; the Image then records its original size)."""
     settings = settings or DecodeSettings()
     try:
         return _decode(data, settings, min_side)

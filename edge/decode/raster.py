@@ -26,6 +26,14 @@ def png_size(data: bytes) -> Tuple[int, int]:
 def jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
     """(rows, columns) from the first SOF segment, or None if none is found
     before the scan data (then the decoder decides)."""
+    header = jpeg_frame_header(data)
+    return None if header is None else (header[1], header[2])
+
+
+def jpeg_frame_header(data: bytes) -> Optional[Tuple[int, int, int, int]]:
+    """(marker, rows, columns, components) of the first SOF segment (0
+    components when the segment is cut short), or None if none is found
+    before the scan data."""
     pos, n = 2, len(data)
     while pos + 4 <= n:
         if data[pos] != 0xFF:
@@ -42,7 +50,7 @@ def jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
         (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
         if marker in _SOF_MARKERS and pos + 9 <= n:
             height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            return height, width
+            return marker, height, width, data[pos + 9] if pos + 10 <= n else 0
         pos += 2 + length
     return None
 
