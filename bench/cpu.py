@@ -1,12 +1,15 @@
 """CPU time per film outside the models, stage by stage: `python -m bench.cpu`.
 
 The appliance's own per-film path (claim, intake, models, overlay, commit:
-Appliance.process), one film after another on one thread, timed in THREAD
-CPU time (time.thread_time), not wall time: on a machine shared with model
-training the wall clock measures the neighbours, CPU time much less. Each
-stage is timed exclusive of the stages inside it, so the rows add up to the
-total. The models run at 1 ONNX Runtime thread here, so all of their work is
-on this thread and "models" is exactly what the rest is compared against.
+Appliance.process), one film after another, timed in the process's CPU
+time (time.process_time: user + system, every thread), not wall time: on a
+machine shared with model training the wall clock measures the neighbours,
+CPU time much less. System time counts: page faults on fresh large arrays
+are CPU the models do not get. Each stage is timed exclusive of the stages
+inside it, so the rows add up to the total. The models run at 1 ONNX
+Runtime thread and nothing else runs meanwhile (no publisher, no watcher),
+so "models" is exactly their share and OpenCV's own worker threads count
+for the stage that started them.
 
 --against REV runs the same films through REV's edge/ (git archive into a
 temporary folder; models and config from this checkout) in the same run,
@@ -67,9 +70,9 @@ def default_films(data: str, count: int) -> List[str]:
 # --- the child: one side, one pass over the films --------------------------
 
 class StageClock:
-    """Exclusive thread-CPU milliseconds per named stage (nesting allowed)."""
+    """Exclusive CPU milliseconds per named stage (nesting allowed)."""
 
-    def __init__(self, clock: Callable[[], float] = time.thread_time):
+    def __init__(self, clock: Callable[[], float] = time.process_time):
         self.clock = clock
         self.ms = {}  # type: Dict[str, float]
         self._inner = []  # type: List[float]
@@ -93,8 +96,9 @@ class StageClock:
         return out
 
 
-def _patch(clock: StageClock, pipeline: Any) -> List[str]:
-    """Wrap each stage where it is looked up; the names this edge/ lacks."""
+def _patch(clock: StageClock, pipeline: Any, undo: List[Tuple[Any, str, Any]]) -> List[str]:
+    """Wrap each stage where it is looked up (what to put back goes on
+    `undo`); the names this edge/ lacks."""
     import importlib
     missing = []
     for name, module, attr in STAGES:
@@ -107,6 +111,7 @@ def _patch(clock: StageClock, pipeline: Any) -> List[str]:
         if owner is None or not hasattr(owner, parts[-1]):
             missing.append(name)
             continue
+        undo.append((owner, parts[-1], getattr(owner, parts[-1])))
         setattr(owner, parts[-1], clock.wrap(name, getattr(owner, parts[-1])))
     for backend in (pipeline.classifier, pipeline.segmenter):
         backend.run = clock.wrap(MODELS, backend.run)
@@ -119,12 +124,11 @@ def _stable(alert: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in alert.items() if k not in drop}
 
 
-def run_child(config: str, films: Sequence[str], out_dir: str, profile: bool) -> Dict[str, Any]:
-    import edge
-    from edge.app import Appliance, build_pipeline
+def run_child(config: str, films: Sequence[str], out_dir: str, profile: bool,
+              burst: bool = False) -> Dict[str, Any]:
+    """One side's passes in this process; the patched stages are put back after."""
+    from edge.app import build_pipeline
     from edge.config import load_config
-    from edge.logsetup import setup_logging
-    setup_logging("WARNING")
     settings = load_config(config)
     settings.models.threads = 1             # all model work on this thread: subtracted exactly
     settings.capture.on_success = "move"
@@ -132,7 +136,122 @@ def run_child(config: str, films: Sequence[str], out_dir: str, profile: bool) ->
     pipeline = build_pipeline(settings)
     pipeline.warmup(2)
     clock = StageClock()
-    missing = _patch(clock, pipeline)
+    undo = []  # type: List[Tuple[Any, str, Any]]
+    try:
+        result = _timed_passes(settings, pipeline, clock, undo, films, out_dir, profile)
+    finally:
+        for owner, attr, original in reversed(undo):
+            setattr(owner, attr, original)
+        pipeline.close()
+    if burst:
+        result["burst"] = run_burst(settings, films, os.path.join(out_dir, "burst"))
+    return result
+
+
+def _free_port() -> int:
+    import socket
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def thread_cpu() -> Dict[str, float]:
+    """CPU seconds per thread of this process (Linux /proc), by Python thread
+    name where there is one; other native threads (OpenCV's pool ...) by id."""
+    import threading
+    names = {t.native_id: t.name for t in threading.enumerate() if getattr(t, "native_id", None)}
+    tick = float(os.sysconf("SC_CLK_TCK"))
+    out = {}  # type: Dict[str, float]
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/%s/stat" % tid) as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue                     # the thread ended meanwhile
+        name = names.get(int(tid), "native")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def run_burst(settings: Any, films: Sequence[str], work: str, idle_s: float = 2.0) -> Dict[str, Any]:
+    """The threaded appliance (watcher, intake, inference, publisher) with a
+    real mosquitto: every film renamed into incoming/ at once, until the last
+    PUBACK. Process CPU over that span, less the models' (their run()'s
+    thread CPU: at 1 ONNX Runtime thread all of it), is the CPU the models
+    compete with: what the stage table shows plus the publisher, the
+    watcher and the sends' SQLite. Idle CPU (nothing arriving) is measured
+    first, over idle_s, and reported beside it."""
+    import copy
+    import threading
+    from edge.app import Appliance, build_pipeline
+    from edge.localbroker import ensure_local_broker, stop_broker
+    s = copy.deepcopy(settings)
+    s.capture.dir, s.state_dir = os.path.join(work, "capture"), os.path.join(work, "state")
+    s.capture.on_success = "delete"
+    s.mqtt.host, s.mqtt.port = "127.0.0.1", _free_port()
+    s.mqtt.client_id = "pneumo-edge-bench-cpu-%d" % os.getpid()
+    s.mqtt.tls.enabled = False
+    s.mqtt.username = s.mqtt.password_file = s.mqtt.password_env = ""
+    broker = ensure_local_broker("127.0.0.1", s.mqtt.port, os.path.join(work, "broker"))
+    pipeline = build_pipeline(s)
+    model_cpu, lock = [0.0], threading.Lock()
+
+    def counted(run: Callable) -> Callable:
+        def timed(*a, **k):
+            t0 = time.thread_time()
+            try:
+                return run(*a, **k)
+            finally:
+                with lock:
+                    model_cpu[0] += time.thread_time() - t0
+        return timed
+    for backend in (pipeline.classifier, pipeline.segmenter):
+        backend.run = counted(backend.run)
+    app = Appliance(s, pipeline=pipeline)
+    staging = os.path.join(s.capture.dir, "staging")
+    os.makedirs(staging, exist_ok=True)
+    staged = []
+    for i, film in enumerate(films):
+        staged.append(os.path.join(staging, "%02d_%s" % (i, os.path.basename(film))))
+        shutil.copyfile(film, staged[-1])
+    try:
+        app.start()
+        time.sleep(0.5)
+        c0 = time.process_time()
+        time.sleep(idle_s)
+        idle = (time.process_time() - c0) / idle_s * 1000.0
+        with lock:
+            model_cpu[0] = 0.0
+        c0, w0, per_thread0 = time.process_time(), time.perf_counter(), thread_cpu()
+        for path in staged:
+            os.rename(path, os.path.join(app.folders.incoming, os.path.basename(path)))
+        states = [app.outcomes.get(timeout=300).state for _ in staged]
+        conn = app.store.connection()
+        deadline = time.time() + 60
+        while time.time() < deadline and conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]:
+            time.sleep(0.002)
+        cpu_s, wall_s = time.process_time() - c0, time.perf_counter() - w0
+        per_thread1 = thread_cpu()
+        with lock:
+            models_s = model_cpu[0]
+    finally:
+        app.stop()
+        stop_broker(broker)
+        shutil.rmtree(work, ignore_errors=True)
+    n = len(staged)
+    return {"films": n, "states": sorted(set(states)), "wall_s": wall_s, "cpu_ms_per_film": cpu_s * 1000.0 / n,
+            "models_ms_per_film": models_s * 1000.0 / n, "outside_ms_per_film": (cpu_s - models_s) * 1000.0 / n,
+            "idle_cpu_ms_per_s": idle,
+            "threads_ms_per_film": {k: (v - per_thread0.get(k, 0.0)) * 1000.0 / n for k, v in per_thread1.items()
+                                    if v - per_thread0.get(k, 0.0) > 0}}
+
+
+def _timed_passes(settings: Any, pipeline: Any, clock: StageClock, undo: List[Tuple[Any, str, Any]],
+                  films: Sequence[str], out_dir: str, profile: bool) -> Dict[str, Any]:
+    import edge
+    from edge.app import Appliance
+    missing = _patch(clock, pipeline, undo)
     captured = {}  # type: Dict[str, Any]
     import edge.stages.commit as commit_mod
     render, build = commit_mod.render_overlay, commit_mod.build_alert
@@ -145,6 +264,8 @@ def run_child(config: str, films: Sequence[str], out_dir: str, profile: bool) ->
         captured["finding"] = result.finding      # converted after the film's clock stops
         captured["alert"] = build(result, *a, **k)
         return captured["alert"]
+    undo.extend([(commit_mod, "render_overlay", commit_mod.render_overlay),
+                 (commit_mod, "build_alert", commit_mod.build_alert)])
     commit_mod.render_overlay, commit_mod.build_alert = keep_overlay, keep_alert
 
     def one_pass(tag: str, names: Sequence[str], record: bool) -> List[Dict[str, Any]]:
@@ -157,10 +278,10 @@ def run_child(config: str, films: Sequence[str], out_dir: str, profile: bool) ->
             shutil.copyfile(film, dst)
             captured.clear()
             clock.take()
-            t0 = time.thread_time()
+            t0 = time.process_time()
             claimed = app.folders.claim(dst, 1 << 30)
             outcome = app.process(claimed)
-            total = (time.thread_time() - t0) * 1000.0
+            total = (time.process_time() - t0) * 1000.0
             ms = clock.take()
             ms[OTHER] = total - sum(ms.values())
             row = {"film": os.path.basename(film), "state": outcome.state, "total_ms": total, "ms": ms}
@@ -186,7 +307,6 @@ def run_child(config: str, films: Sequence[str], out_dir: str, profile: bool) ->
     result = {"edge": os.path.dirname(edge.__file__), "missing_stages": missing, "films": rows}
     if profile:
         result["profile"] = _profile(lambda: one_pass("profile", films, record=False))
-    pipeline.close()
     return result
 
 
@@ -194,7 +314,7 @@ def _profile(run: Callable[[], Any], top: int = 25) -> List[Tuple[str, float, fl
     """cProfile on the CPU clock; ONNX Runtime's run (the models) left out."""
     import cProfile
     import pstats
-    prof = cProfile.Profile(time.thread_time)
+    prof = cProfile.Profile(time.process_time)
     prof.runcall(run)
     stats = pstats.Stats(prof).stats    # {(file, line, fn): (cc, nc, tt, ct, callers)}
     rows = []
@@ -213,11 +333,13 @@ def _extract(rev: str, repo: str, into: str) -> str:
     """REV's edge/ into a fresh folder (nothing else of REV is needed)."""
     archive = subprocess.run(["git", "-C", repo, "archive", rev, "edge"], check=True,
                              stdout=subprocess.PIPE).stdout
+    os.makedirs(into, exist_ok=True)
     subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
     return into
 
 
-def _spawn(pythonpath: str, config: str, films: Sequence[str], out_dir: str, profile: bool) -> Dict[str, Any]:
+def _spawn(pythonpath: str, config: str, films: Sequence[str], out_dir: str, profile: bool,
+           burst: bool) -> Dict[str, Any]:
     os.makedirs(out_dir, exist_ok=True)
     spec = os.path.join(out_dir, "films.json")
     with open(spec, "w") as fh:
@@ -226,7 +348,10 @@ def _spawn(pythonpath: str, config: str, films: Sequence[str], out_dir: str, pro
     cmd = [sys.executable, "-m", "bench.cpu", "--child", out_dir, "--config", config, "--film-list", spec]
     if profile:
         cmd.append("--profile")
-    subprocess.run(cmd, env=env, check=True)
+    if burst:
+        cmd.append("--burst")
+    # cwd elsewhere: `-m` puts the working directory first on sys.path, ahead of PYTHONPATH
+    subprocess.run(cmd, env=env, check=True, cwd=out_dir)
     with open(os.path.join(out_dir, "result.json")) as fh:
         return json.load(fh)
 
@@ -247,7 +372,7 @@ def compare_outputs(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, 
     import cv2
     import numpy as np
     same, diffs, worst_px, mean_px, shapes = 0, [], 0, 0.0, 0
-    decisions, worst_p, worst_area = 0, 0.0, 0.0
+    decisions, worst_p, worst_area, same_jpeg = 0, 0.0, 0.0, 0
     for b, a in zip(before["films"], after["films"]):
         fb, fa = b.get("finding") or {}, a.get("finding") or {}
         if fb and fa:
@@ -264,6 +389,12 @@ def compare_outputs(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, 
                           if (b.get("alert") or {}).get(k) != (a.get("alert") or {}).get(k))
             diffs.append("%s: %s" % (b["film"], ", ".join(keys)))
         if b.get("overlay") and a.get("overlay"):
+            with open(b["overlay"], "rb") as fb_, open(a["overlay"], "rb") as fa_:
+                if fb_.read() == fa_.read():
+                    same_jpeg += 1
+                    continue
+            if b.get("alert") != a.get("alert"):
+                continue                # another probability or area: the banner text differs too
             ib, ia = cv2.imread(b["overlay"]), cv2.imread(a["overlay"])
             if ib.shape != ia.shape:
                 shapes += 1
@@ -271,7 +402,7 @@ def compare_outputs(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, 
             d = np.abs(ib.astype(np.int16) - ia.astype(np.int16))
             worst_px = max(worst_px, int(d.max()))
             mean_px = max(mean_px, float(d.mean()))
-    return {"films": len(after["films"]), "alerts_identical": same, "decisions_differ": decisions,
+    return {"films": len(after["films"]), "alerts_identical": same, "overlays_identical": same_jpeg, "decisions_differ": decisions,
             "probability_max_abs_diff": worst_p, "area_px_max_rel_diff": worst_area, "differences": diffs,
             "overlay_max_abs_diff": worst_px, "overlay_worst_mean_abs_diff": mean_px,
             "overlay_size_differs": shapes}
@@ -279,7 +410,7 @@ def compare_outputs(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, 
 
 def table(sides: Dict[str, Dict[str, Any]]) -> str:
     labels = list(sides)
-    lines = ["%-42s" % "CPU ms per film (thread CPU)" + "".join("%12s" % l for l in labels)
+    lines = ["%-42s" % "CPU ms per film (user+sys)" + "".join("%12s" % l for l in labels)
              + ("%10s" % "after/bef" if len(labels) == 2 else "")]
     rows = [s[0] for s in STAGES] + [OTHER]
     for name in rows + ["outside the models", "total"]:
@@ -304,15 +435,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="passes per side; each film's fastest counts")
     p.add_argument("--against", help="git revision whose edge/ runs as 'before' in the same run")
     p.add_argument("--profile", action="store_true", help="also cProfile this checkout's pass (CPU clock)")
+    p.add_argument("--burst", action="store_true", help="also drop all films at once into the threaded "
+                   "appliance with a real mosquitto: CPU per film outside the models, publisher included")
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--film-list", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     config = os.path.abspath(args.config)
     if args.child:
+        from edge.logsetup import setup_logging
+        setup_logging("WARNING")
         with open(args.film_list) as fh:
             films = json.load(fh)
-        result = run_child(config, films, args.child, args.profile)
+        result = run_child(config, films, args.child, args.profile, args.burst)
         with open(os.path.join(args.child, "result.json"), "w") as fh:
             json.dump(result, fh)
         return 0
@@ -336,7 +471,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 last = r == args.rounds - 1 and label == "after"
                 print("round %d/%d: %s" % (r + 1, args.rounds, label), flush=True)
                 runs[label].append(_spawn(paths[label], config, films, os.path.join(tmp, "%s-%d" % (label, r)),
-                                          args.profile and last))
+                                          args.profile and last, args.burst))
         load_end = os.getloadavg()
         sides = {}
         for label, results in runs.items():
@@ -361,13 +496,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.against:
             cmp = compare_outputs(runs["before"][-1], runs["after"][-1])
             report["outputs"] = cmp
-            print("outputs: alert fields identical on %d/%d films; overlay pixels max |diff| %d, worst mean %.3f,"
-                  " size differs on %d" % (cmp["alerts_identical"], cmp["films"], cmp["overlay_max_abs_diff"],
-                                           cmp["overlay_worst_mean_abs_diff"], cmp["overlay_size_differs"]))
+            print("outputs: alert fields identical on %d/%d films, overlay JPEG bytes on %d; where the alert is the"
+                  " same but the JPEG not: pixels max |diff| %d, worst mean %.3f, size differs on %d"
+                  % (cmp["alerts_identical"], cmp["films"], cmp["overlays_identical"], cmp["overlay_max_abs_diff"],
+                     cmp["overlay_worst_mean_abs_diff"], cmp["overlay_size_differs"]))
             print("findings: decision differs on %d; probabilities max |diff| %.2g; area_px max relative diff %.2g"
                   % (cmp["decisions_differ"], cmp["probability_max_abs_diff"], cmp["area_px_max_rel_diff"]))
             for line in cmp["differences"]:
                 print("  differs: " + line)
+        if args.burst:
+            report["burst"] = {label: [r["burst"] for r in results] for label, results in runs.items()}
+            print("\nburst: %d films dropped at once into the threaded appliance (mosquitto, models at 1 thread),"
+                  " arrival to last PUBACK; process CPU ms per film, best round" % len(films))
+            print("%-42s" % "" + "".join("%12s" % label for label in runs))
+            for key, what in (("cpu_ms_per_film", "all threads"), ("models_ms_per_film", "models"),
+                              ("outside_ms_per_film", "outside the models"),
+                              ("idle_cpu_ms_per_s", "idle appliance, CPU ms per second")):
+                print("%-42s" % what + "".join("%12.2f" % min(b[key] for b in report["burst"][label])
+                                               for label in runs))
+            names = sorted(set(k for b in report["burst"]["after"] for k in b["threads_ms_per_film"]))
+            for name in names:       # /proc ticks (10 ms): coarse per thread, summed over the burst
+                print("%-42s" % ("  thread " + name) + "".join(
+                    "%12.2f" % min(b["threads_ms_per_film"].get(name, 0.0) for b in report["burst"][label])
+                    for label in runs))
         prof = runs["after"][-1].get("profile")
         if prof:
             report["profile"] = prof
