@@ -12,7 +12,8 @@ import pytest
 from pydicom.encaps import encapsulate
 
 from edge.decode import decode_bytes, dicom as dicom_mod
-from edge.decode.jpeg_baseline import JPEG_BASELINE, decode_baseline, reduced_scale
+from edge.decode.dct_scale import reduced_scale
+from edge.decode.jpeg_baseline import JPEG_BASELINE, decode_baseline
 from edge.errors import DecodeError
 from edge.inference.manifest import load_manifest
 from edge.inference.onnxruntime import OnnxRuntimeBackend
@@ -188,3 +189,44 @@ def test_real_siim_findings_with_the_shipped_models_stay_within_tolerance(monkey
             union = contours_to_mask(f.contours, (1024, 1024)) | contours_to_mask(s.contours, (1024, 1024))
             assert overlap.sum() / max(1, union.sum()) > 0.95
     pipeline.close()
+
+
+# --- JPEG files (not DICOM): the same DCT-scaled decode ---------------------
+
+def _jpeg_file(px: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", px, [int(cv2.IMWRITE_JPEG_QUALITY), 95])
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("colour", [False, True])
+def test_a_large_jpeg_file_is_decoded_dct_scaled_in_original_pixels(colour):
+    px = _phantom8(2048)
+    data = _jpeg_file(cv2.cvtColor(px, cv2.COLOR_GRAY2BGR) if colour else px)
+    small = decode_bytes(data, min_side=1024)
+    full = decode_bytes(data)
+    assert small.pixels.shape == (1024, 1024) and small.original_hw == (2048, 2048)
+    assert full.pixels.shape == (2048, 2048) and full.original_hw is None
+    shrunk = cv2.resize(full.pixels, (1024, 1024), interpolation=cv2.INTER_AREA)
+    assert float(np.abs(shrunk - small.pixels).mean()) < 0.01
+
+
+def test_a_jpeg_file_too_small_to_scale_decodes_as_before_exactly():
+    data = _jpeg_file(_phantom8(1536))                     # 768 < 1024: full size
+    assert np.array_equal(decode_bytes(data, min_side=1024).pixels, decode_bytes(data).pixels)
+    assert decode_bytes(data, min_side=1024).original_hw is None
+
+
+def test_png_and_reduced_resolution_off_decode_whole(tmp_path):
+    from edge.settings import DecodeSettings
+    px = _phantom8(2048)
+    ok, png = cv2.imencode(".png", px)
+    assert decode_bytes(png.tobytes(), min_side=1024).pixels.shape == (2048, 2048)
+    off = decode_bytes(_jpeg_file(px), DecodeSettings(reduced_resolution=False), min_side=1024)
+    assert off.pixels.shape == (2048, 2048) and off.original_hw is None
+
+
+def test_a_cut_off_large_jpeg_is_still_rejected():
+    data = _jpeg_file(_phantom8(2048))
+    with pytest.raises(DecodeError):
+        decode_bytes(data[:len(data) // 2], min_side=1024)

@@ -16,28 +16,17 @@ with the header, a codestream without its end marker: libjpeg would fill a
 cut-off film with grey and only warn) returns None, and pydicom decodes
 the film as before, reporting damage in its own words.
 """
-from typing import Any, Optional, Tuple
+from typing import Any, Optional
 
 import cv2
 import numpy as np
 
+from .dct_scale import reduced_flag, reduced_scale
 from .frames import single_frame
 from .raster import jpeg_frame_header
 
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 _BASELINE_SOF = (0xC0, 0xC1)      # baseline / extended sequential Huffman, 8-bit here
-_REDUCED = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
-            4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
-
-
-def reduced_scale(hw: Tuple[int, int], min_side: int) -> int:
-    """The largest of 1, 2, 4, 8 whose ceil(h/n) x ceil(w/n) keeps the shorter side >= min_side."""
-    h, w = hw
-    best = 1
-    for n in (2, 4, 8):
-        if min_side > 0 and min(-(-h // n), -(-w // n)) >= min_side:
-            best = n
-    return best
 
 
 def _suits(ds: Any) -> bool:
@@ -68,7 +57,7 @@ def decode_baseline(ds: Any, ts: str, min_side: int = 0) -> Optional[np.ndarray]
     if not _complete(frame):
         return None
     n = reduced_scale(hw, min_side)
-    pixels = cv2.imdecode(np.frombuffer(frame, np.uint8), _REDUCED[n])
+    pixels = cv2.imdecode(np.frombuffer(frame, np.uint8), reduced_flag(n, 1))
     if pixels is None or pixels.dtype != np.uint8 or pixels.shape != (-(-hw[0] // n), -(-hw[1] // n)):
         return None
     return pixels
