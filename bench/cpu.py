@@ -169,6 +169,8 @@ def thread_cpu() -> Dict[str, float]:
         except OSError:
             continue                     # the thread ended meanwhile
         name = names.get(int(tid), "native")
+        if name.startswith("paho-mqtt-client-"):
+            name = "paho-mqtt-client"      # its name carries the client id, which differs per run
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 

@@ -86,3 +86,12 @@ def test_one_real_pass_adds_up_and_records_outputs(tmp_path):
         assert open(row["overlay"], "rb").read(2) == b"\xff\xd8"
     cmp = cpu.compare_outputs(result, result)
     assert cmp["alerts_identical"] == 2 and cmp["overlays_identical"] == 2 and cmp["decisions_differ"] == 0
+
+
+def test_decode_table_has_jpeg_baseline_rows_at_the_runtimes_scale():
+    from bench import decode as decode_bench
+    files = decode_bench.jpeg_baseline_files([512])
+    res = decode_bench.measure_decoders(files, {"models": 256, "models+overlay": 512}, 1)
+    row = res["files"][0]
+    assert row["transfer_syntax"].startswith("JPEG Baseline") and row["size"] == [512, 512]
+    assert row["models"]["decoded"] == [256, 256] and row["models+overlay"]["decoded"] == [512, 512]
