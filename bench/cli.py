@@ -209,9 +209,10 @@ def run_bench(args: argparse.Namespace, settings) -> int:
                 pipeline.close()
             del images
 
-            say("decode: full size against reduced resolution (JPEG 2000), %d repeats" % args.repeats)
+            say("decode: full size against reduced resolution (JPEG 2000, JPEG Baseline), %d repeats" % args.repeats)
             j2k = inputs.generate(["j2k"], _ints(args.sizes), notes=notes)
-            files = [(i.name, i.data) for i in j2k] + decode_bench.sample_files(args.samples)
+            files = ([(i.name, i.data) for i in j2k] + decode_bench.jpeg_baseline_files(_ints(args.sizes))
+                     + decode_bench.sample_files(args.samples))
             if not decode_bench.sample_files(args.samples):
                 notes.append("no real DICOM samples at %s: decode table has generated films only" % args.samples)
             result["decode"] = decode_bench.measure_decoders(files, sides, args.repeats)

@@ -1,6 +1,8 @@
 """Decoding figures per compressed format: full size (pydicom's plugins, what
 the runtime used before) against a reduced resolution level (glymur over
-libopenjp2, edge/decode/j2k.py) at the floor the appliance uses.
+libopenjp2, edge/decode/j2k.py) at the floor the appliance uses, and, for
+JPEG Baseline, OpenCV at the scale the runtime picks (1 for a film already
+at the floor: then the row is the decoder change alone; edge/decode/jpeg_baseline.py).
 
 JPEG lossless (SV1) and JPEG-LS have no resolution pyramid, so they only get
 the full decode row: the figure says what they cost, not what could be saved.
@@ -12,6 +14,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from bench import stats
 from edge.decode.j2k import available, decode_reduced
+from edge.decode.jpeg_baseline import JPEG_BASELINE, decode_baseline
 
 DEFAULT_SAMPLES = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                                                "data", "dicom-samples"))
@@ -49,20 +52,51 @@ def measure_file(name: str, data: bytes, sides: Dict[str, int], repeats: int) ->
         row["skipped"] = "not one grey frame"
         return row
     _, row["full_ms"] = _timed(lambda: pydicom.dcmread(io.BytesIO(data)).pixel_array, repeats)
-    if ts in _J2K:
+    if ts in _J2K or ts == JPEG_BASELINE:
         for label, side in sides.items():
-            px, t = _timed(lambda: _as_runtime(data, side), repeats)
+            px, t = _timed(lambda: _as_runtime(data, side, ts), repeats)
             row[label] = {"min_side": side, "decoded": list(px.shape), "ms": t,
                           "speedup_p50": stats.ratio(row["full_ms"]["p50"], t["p50"])}
     return row
 
 
-def _as_runtime(data: bytes, side: int):
-    """What edge/decode/dicom.py does: the reduced level, else the full decode."""
+def _as_runtime(data: bytes, side: int, ts: str):
+    """What edge/decode/dicom.py does: the reduced level (JPEG 2000) or
+    OpenCV's scaled decode (JPEG Baseline), else the full decode."""
     import pydicom
     ds = pydicom.dcmread(io.BytesIO(data))
-    px = decode_reduced(ds, side)
+    px = decode_reduced(ds, side) if ts in _J2K else decode_baseline(ds, ts, side)
     return ds.pixel_array if px is None else px
+
+
+def jpeg_baseline_files(sizes: Sequence[int]) -> List[Tuple[str, bytes]]:
+    """Generated 8-bit JPEG Baseline DICOMs (OpenCV's encoder at quality 95,
+    encapsulated by pydicom), one per side."""
+    import cv2
+    import numpy as np
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from bench.inputs import dicom_bytes
+    from edge.phantom import chest_phantom
+    out = []
+    for size in sizes:
+        px = (chest_phantom(size, size, bits=12) >> 4).astype(np.uint8)
+        ds = pydicom.dcmread(io.BytesIO(dicom_bytes(px.astype(np.uint16), bits=8)))
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.WindowCenter, ds.WindowWidth = 128, 256
+        ok, buf = cv2.imencode(".jpg", px, [int(cv2.IMWRITE_JPEG_QUALITY), 95])
+        ds.PixelData = encapsulate([buf.tobytes()])
+        ds["PixelData"].is_undefined_length = True
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = JPEG_BASELINE
+        fh = io.BytesIO()
+        if int(pydicom.__version__.split(".")[0]) >= 3:
+            ds.save_as(fh, enforce_file_format=True)
+        else:
+            ds.is_implicit_VR, ds.is_little_endian = False, True
+            ds.save_as(fh, write_like_original=False)
+        out.append(("jpeg-%d-0" % size, fh.getvalue()))
+    return out
 
 
 def measure_decoders(files: Sequence[Tuple[str, bytes]], sides: Dict[str, int], repeats: int) -> Dict[str, Any]:

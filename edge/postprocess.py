@@ -119,14 +119,14 @@ def resolve_thresholds(classifier: ModelManifest, segmenter: ModelManifest,
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    # Split by sign so large logits never overflow exp().
+    # Split by sign so large logits never overflow exp(): e = exp(-|x|) is exp(-x) where
+    # x >= 0 and exp(x) below, so 1/(1+e) and e/(1+e) are the two stable halves. np.where
+    # over whole arrays, not masked gathers: the same float32 values, 1/5 of the CPU on a
+    # 256 px mask (tests/test_postprocess_exact.py).
     x = np.asarray(x, dtype=np.float32)
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
+    e = np.exp(-np.abs(x))
+    d = e + np.float32(1.0)
+    return np.where(x >= 0, np.float32(1.0) / d, e / d)
 
 
 def _column(flat: np.ndarray, manifest: ModelManifest, name: str) -> Optional[float]:

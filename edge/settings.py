@@ -46,7 +46,8 @@ class DecodeSettings:
     max_pixels: int = field(default=40_000_000, metadata=_POSITIVE)   # checked before allocating; 6000x6000 = 36 M
     max_file_mb: float = field(default=512.0, metadata=_POSITIVE)
     # JPEG 2000: decode the smallest resolution level still >= the models' input and the
-    # overlay (measurements stay in original pixels); false = always full size.
+    # overlay; JPEG (DICOM Baseline or file): 1/2, 1/4 or 1/8 in the DCT likewise
+    # (measurements stay in original pixels); false = always full size.
     reduced_resolution: bool = True
 
 

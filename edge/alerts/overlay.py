@@ -7,7 +7,7 @@ that it is not for clinical use. The banner is a strip added ABOVE the
 radiograph, never painted over it: the apices are where a pneumothorax
 shows first. Hershey fonts are ASCII only, hence "cm2" and "-" in the banner.
 """
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -43,24 +43,30 @@ def banner_text(finding: Finding, label: str = "") -> str:
     return text + (" - " + label if label else "")
 
 
-def _to_bgr(pixels: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
-    """Grey pixels -> BGR canvas of `size` (w, h); pixels decoded at a reduced
+def _to_bgr(pixels: np.ndarray, size: Tuple[int, int], out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Grey pixels -> BGR canvas of `size` (w, h), written into `out` when
+    given (a view of the final JPEG's rows); pixels decoded at a reduced
     resolution may be smaller than the original they stand for."""
     if pixels.ndim != 2 or pixels.size == 0:
         raise AlertError("overlay needs a 2-D image, got shape %s" % (pixels.shape,))
     # Resize first, then convert: a 2048 px film costs 1/4 of the float work
     # (measured 26 ms -> 3 ms on the critical path before the alert commits).
-    plane = np.asarray(pixels, dtype=np.float32)
-    if (plane.shape[1], plane.shape[0]) != size:
+    if (pixels.shape[1], pixels.shape[0]) != size:
+        plane = np.asarray(pixels, dtype=np.float32)
         shrink = size[0] < plane.shape[1]
         plane = cv2.resize(plane, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    else:
-        plane = plane.copy()
-    np.nan_to_num(plane, copy=False, nan=0.0)
-    plane *= 255.0
+        plane *= 255.0
+    else:       # one pass makes the working copy (the Image's pixels are never written)
+        plane = np.multiply(pixels, np.float32(255.0), dtype=np.float32)
     plane += 0.5
-    np.clip(plane, 0, 255, out=plane)
-    return cv2.cvtColor(plane.astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    # fmax/fmin clip and send NaN to 0 in the same two passes (nan_to_num took 1.2 ms of CPU
+    # per 1024 px film); +-inf end at 255 / 0 as before.
+    np.fmax(plane, 0.0, out=plane)
+    np.fmin(plane, 255.0, out=plane)
+    bgr = cv2.cvtColor(plane.astype(np.uint8), cv2.COLOR_GRAY2BGR, dst=out)
+    if out is not None and bgr is not out:     # OpenCV made its own array: fill the caller's rows
+        out[...] = bgr
+    return out if out is not None else bgr
 
 
 def _scaled(contours: List[List[Tuple[int, int]]], scale: float) -> List[np.ndarray]:
@@ -112,22 +118,26 @@ def render_overlay(image: Image, finding: Finding, label: str = "",
     max_side (16 or more) and quality (1..100) are limited by the alerts.overlay_* fields.
     """
     scale = min(1.0, float(max_side) / max(image.height, image.width))   # original pixels
-    canvas = _to_bgr(image.pixels, (max(1, int(round(image.width * scale))),
-                                    max(1, int(round(image.height * scale)))))
+    width, height = max(1, int(round(image.width * scale))), max(1, int(round(image.height * scale)))
+    strip = _banner_strip(width, banner_text(finding, label), finding.pneumothorax)
+    # One buffer for the JPEG: the strip on top, the radiograph converted straight into the rows below.
+    sheet = np.empty((strip.shape[0] + height, width, 3), np.uint8)
+    sheet[:strip.shape[0]] = strip
+    canvas = sheet[strip.shape[0]:]
+    _to_bgr(image.pixels, (width, height), out=canvas)
     if finding.pneumothorax and draw_region:
         contours = _scaled(finding.contours, scale)
         if contours:
             fill = canvas.copy()
             cv2.drawContours(fill, contours, -1, FILL_BGR, thickness=-1)
-            canvas = cv2.addWeighted(fill, FILL_ALPHA, canvas, 1.0 - FILL_ALPHA, 0.0)
+            canvas[...] = cv2.addWeighted(fill, FILL_ALPHA, canvas, 1.0 - FILL_ALPHA, 0.0)
             line = max(2, int(round(max(canvas.shape[:2]) / 400.0)))
             cv2.drawContours(canvas, contours, -1, CONTOUR_BGR, thickness=line, lineType=cv2.LINE_AA)
         if finding.bbox is not None:
             x, y, bw, bh = (int(round(v * scale)) for v in finding.bbox)
             cv2.rectangle(canvas, (x, y), (x + max(bw - 1, 0), y + max(bh - 1, 0)), BOX_BGR,
                           thickness=max(1, int(round(max(canvas.shape[:2]) / 600.0))))
-    strip = _banner_strip(canvas.shape[1], banner_text(finding, label), finding.pneumothorax)
-    canvas = np.vstack([strip, canvas])
+    canvas = sheet
     ok, buf = cv2.imencode(".jpg", canvas, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
     if not ok:
         raise AlertError("JPEG encoding of the overlay failed")

@@ -33,7 +33,7 @@ def decode_bytes(data: bytes, settings: Optional[DecodeSettings] = None, name: s
     """Decode one file's content; `name` is for the caller's logs only (the
     extension is never trusted). Raises only DecodeError subclasses.
     min_side > 0 allows a reduced-resolution decode whose shorter side is
-    still >= min_side (JPEG 2000 only; the Image then records its original size)."""
+    still >= min_side (JPEG 2000, JPEG; the Image then records its original size)."""
     settings = settings or DecodeSettings()
     try:
         return _decode(data, settings, min_side)
@@ -58,7 +58,7 @@ def _decode(data: bytes, settings: DecodeSettings, min_side: int) -> Image:
     if fmt == "dicom":
         return decode_dicom(data, settings, min_side)
     if fmt in ("png", "jpeg"):
-        return decode_raster(data, fmt, settings)
+        return decode_raster(data, fmt, settings, min_side)
     if looks_like_text(data):
         raise NotAnImage("file is text, not an image (expected DICOM, PNG or JPEG)")
     raise NotAnImage("file is not DICOM, PNG or JPEG (unrecognised content, %d bytes)" % len(data))

@@ -24,6 +24,7 @@ from edge.settings import DecodeSettings
 from edge.types import Image
 
 from .j2k import decode_reduced
+from .jpeg_baseline import decode_baseline
 from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
                      check_modality, check_view, code_string, first_value)
 
@@ -59,8 +60,9 @@ def install_hint(transfer_syntax: str) -> str:
 
 
 def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Image:
-    """min_side > 0: a JPEG 2000 film may be decoded at a reduced resolution
-    level whose shorter side is still >= min_side (edge/decode/j2k.py)."""
+    """min_side > 0: a JPEG 2000 or JPEG Baseline film may be decoded at a
+    reduced resolution whose shorter side is still >= min_side
+    (edge/decode/j2k.py, edge/decode/jpeg_baseline.py)."""
     header, fp = _read(data, stop_before_pixels=True)
     pixels_follow = fp.tell() < len(fp.getbuffer())
     ts = _transfer_syntax(header)
@@ -77,6 +79,8 @@ def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Im
     raw = None
     if min_side and settings.reduced_resolution and ts in _JPEG_2000:
         raw = decode_reduced(ds, min_side)     # None: not possible here, decode at full size
+    if raw is None:       # JPEG Baseline: OpenCV, DCT-scaled when allowed (None: not this path)
+        raw = decode_baseline(ds, ts, min_side if settings.reduced_resolution else 0)
     if raw is None:
         raw = _pixel_array(ds, ts)
     if raw.ndim != 2:

@@ -18,6 +18,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from .frames import single_frame
+
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
@@ -62,16 +64,6 @@ def available() -> Tuple[bool, str]:
     return True, "glymur %s, OpenJPEG %s" % (g.__version__, g.version.openjpeg_version)
 
 
-def _codestream(ds: Any) -> bytes:
-    """The single frame's JPEG 2000 codestream from encapsulated Pixel Data."""
-    try:
-        from pydicom.encaps import generate_frames              # pydicom 3
-        return next(generate_frames(ds.PixelData, number_of_frames=1))
-    except ImportError:
-        from pydicom.encaps import generate_pixel_data_frame     # pydicom 2.4
-        return next(generate_pixel_data_frame(ds.PixelData, 1))
-
-
 def _levels(jp2: Any) -> int:
     for seg in jp2.codestream.segment:
         if getattr(seg, "marker_id", "") == "COD":
@@ -89,7 +81,7 @@ def decode_reduced(ds: Any, min_side: int) -> Optional[np.ndarray]:
         return None
     hw = (int(ds.Rows), int(ds.Columns))
     try:
-        data = _codestream(ds)
+        data = single_frame(ds)
     except Exception:  # odd encapsulation: pydicom's full decode says what is wrong
         return None
     folder = _SHM if os.path.isdir(_SHM) and os.access(_SHM, os.W_OK) else None

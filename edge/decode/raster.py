@@ -10,6 +10,7 @@ from edge.settings import DecodeSettings
 from edge.types import Image
 
 from .checks import check_dimensions
+from .dct_scale import reduced_flag, reduced_scale
 
 # JPEG start-of-frame markers carry the size; C4 (DHT), C8 (JPG), CC (DAC) do not.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -26,6 +27,14 @@ def png_size(data: bytes) -> Tuple[int, int]:
 def jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
     """(rows, columns) from the first SOF segment, or None if none is found
     before the scan data (then the decoder decides)."""
+    header = jpeg_frame_header(data)
+    return None if header is None else (header[1], header[2])
+
+
+def jpeg_frame_header(data: bytes) -> Optional[Tuple[int, int, int, int]]:
+    """(marker, rows, columns, components) of the first SOF segment (0
+    components when the segment is cut short), or None if none is found
+    before the scan data."""
     pos, n = 2, len(data)
     while pos + 4 <= n:
         if data[pos] != 0xFF:
@@ -42,7 +51,7 @@ def jpeg_size(data: bytes) -> Optional[Tuple[int, int]]:
         (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
         if marker in _SOF_MARKERS and pos + 9 <= n:
             height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            return height, width
+            return marker, height, width, data[pos + 9] if pos + 10 <= n else 0
         pos += 2 + length
     return None
 
@@ -75,7 +84,11 @@ def _check_complete(data: bytes, fmt: str) -> None:
         raise CorruptImage("JPEG is truncated: it has no end-of-image marker")
 
 
-def decode_raster(data: bytes, fmt: str, settings: DecodeSettings) -> Image:
+def decode_raster(data: bytes, fmt: str, settings: DecodeSettings, min_side: int = 0) -> Image:
+    """min_side > 0 (and decode.reduced_resolution): a JPEG at least twice
+    that size is decoded DCT-scaled (edge/decode/jpeg_baseline.py) and the
+    Image keeps its original size; a PNG is always decoded whole (zlib has
+    no cheaper way to a smaller image)."""
     size = png_size(data) if fmt == "png" else jpeg_size(data)
     if size is not None:
         check_dimensions(size[0], size[1], settings)
@@ -83,10 +96,16 @@ def decode_raster(data: bytes, fmt: str, settings: DecodeSettings) -> Image:
     if fmt == "png":
         check_png_chunks(data)
 
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    original_hw = None
+    img = None
+    if fmt == "jpeg" and min_side > 0 and settings.reduced_resolution:
+        img, original_hw = _reduced_jpeg(data, min_side)
+    if img is None:
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise CorruptImage("%s is damaged: OpenCV could not decode it" % fmt.upper())
-    check_dimensions(img.shape[0], img.shape[1], settings)
+    if original_hw is None:
+        check_dimensions(img.shape[0], img.shape[1], settings)
 
     if img.ndim == 3:
         img = _to_grey(img)
@@ -98,7 +117,23 @@ def decode_raster(data: bytes, fmt: str, settings: DecodeSettings) -> Image:
         raise UnsupportedImage("%s has %s samples; only 8- and 16-bit images are accepted"
                                % (fmt.upper(), img.dtype))
     pixels = np.multiply(img, np.float32(scale), dtype=np.float32)
-    return Image(pixels=pixels, source_format=fmt, bits_stored=img.dtype.itemsize * 8)
+    return Image(pixels=pixels, source_format=fmt, bits_stored=img.dtype.itemsize * 8, original_hw=original_hw)
+
+
+def _reduced_jpeg(data: bytes, min_side: int) -> Tuple[Optional[np.ndarray], Optional[Tuple[int, int]]]:
+    """(pixels at 1/2, 1/4 or 1/8, original (h, w)) for a 1- or 3-component
+    8-bit JPEG whose shorter side allows it, else (None, None)."""
+    header = jpeg_frame_header(data)
+    if header is None or header[3] not in (1, 3):
+        return None, None
+    hw = (header[1], header[2])
+    n = reduced_scale(hw, min_side)
+    if n == 1:
+        return None, None
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), reduced_flag(n, header[3]))
+    if img is None or img.dtype != np.uint8 or img.shape[:2] != (-(-hw[0] // n), -(-hw[1] // n)):
+        return None, None             # decoded whole instead; that decode reports any damage
+    return img, hw
 
 
 def _to_grey(img: np.ndarray) -> np.ndarray:

@@ -1,0 +1,542 @@
+"""CPU time per film outside the models, stage by stage: `python -m bench.cpu`.
+
+The appliance's own per-film path (claim, intake, models, overlay, commit:
+Appliance.process), one film after another, timed in the process's CPU
+time (time.process_time: user + system, every thread), not wall time: on a
+machine shared with model training the wall clock measures the neighbours,
+CPU time much less. System time counts: page faults on fresh large arrays
+are CPU the models do not get. Each stage is timed exclusive of the stages
+inside it, so the rows add up to the total. The models run at 1 ONNX
+Runtime thread and nothing else runs meanwhile (no publisher, no watcher),
+so "models" is exactly their share and OpenCV's own worker threads count
+for the stage that started them.
+
+--against REV runs the same films through REV's edge/ (git archive into a
+temporary folder; models and config from this checkout) in the same run,
+alternating sides each round, and compares every output: the alert's
+finding fields and the overlay JPEG's pixels. The harness imports only
+edge.* names that REV also has; a stage REV lacks is shown as absent.
+
+    python -m bench.cpu                       # this checkout, 40 films
+    python -m bench.cpu --against main        # before/after side by side
+    python -m bench.cpu --profile             # + cProfile (CPU clock), models left out
+"""
+import argparse
+import contextlib
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+DATA = os.environ.get("PNEUMO_SHARED_DATA") or os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+
+# (stage, module, attribute): each is timed exclusive of the stages it calls.
+STAGES = (
+    ("claim (rename, read, hash)", "edge.capture.folders", "CaptureFolders.claim"),
+    ("decode", "edge.stages.intake", "decode_bytes"),
+    ("preprocess (resize, window, normalise)", "edge.pipeline", "Pipeline.prepare"),
+    ("models (ONNX Runtime)", None, None),
+    ("infer glue (TTA flips, sigmoid, mean)", "edge.pipeline", "Pipeline.infer"),
+    ("postprocess (finding)", "edge.pipeline", "make_finding"),
+    ("overlay (render + JPEG)", "edge.stages.commit", "render_overlay"),
+    ("alert payload", "edge.stages.commit", "build_alert"),
+    ("outbox + ledger SQL (+ JSON)", "edge.alerts.outbox", "Outbox.enqueue_alert"),
+    ("move to done/", "edge.capture.folders", "CaptureFolders.finish"),
+)
+OTHER = "other (dedupe, transaction commit, logging)"
+MODELS = STAGES[3][0]
+
+
+def default_films(data: str, count: int) -> List[str]:
+    """A fixed mix of real films: SIIM PNG positives, NIH PNGs, SIIM DICOM
+    (JPEG Baseline) and a JPEG 2000 CR, in that order of preference."""
+    siim_png = sorted(glob.glob(os.path.join(data, "siim-ptx-png", "*", "images", "*.png")))
+    nih = sorted(glob.glob(os.path.join(data, "nih-cxr14-subset", "images", "*.png")))
+    dicom = sorted(glob.glob(os.path.join(data, "siim-ptx-dicom", "dicom", "*.dcm")))
+    j2k = [p for p in [os.path.join(data, "dicom-samples", "RG1_J2KI.dcm")] if os.path.exists(p)]
+    n_dicom = min(len(dicom), count // 4)
+    n_nih = min(len(nih), count * 3 // 10)
+    films = j2k + dicom[:n_dicom] + nih[:n_nih]
+    return (films + siim_png[:max(0, count - len(films))])[:count]
+
+
+# --- the child: one side, one pass over the films --------------------------
+
+class StageClock:
+    """Exclusive CPU milliseconds per named stage (nesting allowed)."""
+
+    def __init__(self, clock: Callable[[], float] = time.process_time):
+        self.clock = clock
+        self.ms = {}  # type: Dict[str, float]
+        self._inner = []  # type: List[float]
+
+    def wrap(self, name: str, fn: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            t0 = self.clock()
+            self._inner.append(0.0)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent = (self.clock() - t0) * 1000.0
+                inner = self._inner.pop()
+                self.ms[name] = self.ms.get(name, 0.0) + spent - inner
+                if self._inner:
+                    self._inner[-1] += spent
+        return timed
+
+    def take(self) -> Dict[str, float]:
+        out, self.ms = self.ms, {}
+        return out
+
+
+def _patch(clock: StageClock, pipeline: Any, undo: List[Tuple[Any, str, Any]]) -> List[str]:
+    """Wrap each stage where it is looked up (what to put back goes on
+    `undo`); the names this edge/ lacks."""
+    import importlib
+    missing = []
+    for name, module, attr in STAGES:
+        if module is None:
+            continue
+        owner = importlib.import_module(module)
+        parts = attr.split(".")
+        for part in parts[:-1]:
+            owner = getattr(owner, part, None)
+        if owner is None or not hasattr(owner, parts[-1]):
+            missing.append(name)
+            continue
+        undo.append((owner, parts[-1], getattr(owner, parts[-1])))
+        setattr(owner, parts[-1], clock.wrap(name, getattr(owner, parts[-1])))
+    for backend in (pipeline.classifier, pipeline.segmenter):
+        backend.run = clock.wrap(MODELS, backend.run)
+    return missing
+
+
+def _stable(alert: Dict[str, Any]) -> Dict[str, Any]:
+    """The alert's fields that must not change with the code's speed."""
+    drop = ("timings_ms", "created_at", "created", "sent_at", "time")
+    return {k: v for k, v in alert.items() if k not in drop}
+
+
+def run_child(config: str, films: Sequence[str], out_dir: str, profile: bool,
+              burst: bool = False) -> Dict[str, Any]:
+    """One side's passes in this process; the patched stages are put back after."""
+    from edge.app import build_pipeline
+    from edge.config import load_config
+    settings = load_config(config)
+    settings.models.threads = 1             # all model work on this thread: subtracted exactly
+    settings.capture.on_success = "move"
+    settings.mqtt.publish_overlay = True
+    pipeline = build_pipeline(settings)
+    pipeline.warmup(2)
+    clock = StageClock()
+    undo = []  # type: List[Tuple[Any, str, Any]]
+    try:
+        result = _timed_passes(settings, pipeline, clock, undo, films, out_dir, profile)
+    finally:
+        for owner, attr, original in reversed(undo):
+            setattr(owner, attr, original)
+        pipeline.close()
+    if burst:
+        result["burst"] = run_burst(settings, films, os.path.join(out_dir, "burst"))
+    return result
+
+
+def _free_port() -> int:
+    import socket
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def thread_cpu() -> Dict[str, float]:
+    """CPU seconds per thread of this process (Linux /proc), by Python thread
+    name where there is one; other native threads (OpenCV's pool ...) by id."""
+    import threading
+    names = {t.native_id: t.name for t in threading.enumerate() if getattr(t, "native_id", None)}
+    tick = float(os.sysconf("SC_CLK_TCK"))
+    out = {}  # type: Dict[str, float]
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open("/proc/self/task/%s/stat" % tid) as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue                     # the thread ended meanwhile
+        name = names.get(int(tid), "native")
+        if name.startswith("paho-mqtt-client-"):
+            name = "paho-mqtt-client"      # its name carries the client id, which differs per run
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def run_burst(settings: Any, films: Sequence[str], work: str, idle_s: float = 2.0) -> Dict[str, Any]:
+    """The threaded appliance (watcher, intake, inference, publisher) with a
+    real mosquitto: every film renamed into incoming/ at once, until the last
+    PUBACK. Process CPU over that span, less the models' (their run()'s
+    thread CPU: at 1 ONNX Runtime thread all of it), is the CPU the models
+    compete with: what the stage table shows plus the publisher, the
+    watcher and the sends' SQLite. Idle CPU (nothing arriving) is measured
+    first, over idle_s, and reported beside it."""
+    import copy
+    import threading
+    from edge.app import Appliance, build_pipeline
+    from edge.localbroker import ensure_local_broker, stop_broker
+    s = copy.deepcopy(settings)
+    s.capture.dir, s.state_dir = os.path.join(work, "capture"), os.path.join(work, "state")
+    s.capture.on_success = "delete"
+    s.mqtt.host, s.mqtt.port = "127.0.0.1", _free_port()
+    s.mqtt.client_id = "pneumo-edge-bench-cpu-%d" % os.getpid()
+    s.mqtt.tls.enabled = False
+    s.mqtt.username = s.mqtt.password_file = s.mqtt.password_env = ""
+    broker = ensure_local_broker("127.0.0.1", s.mqtt.port, os.path.join(work, "broker"))
+    pipeline = build_pipeline(s)
+    model_cpu, lock = [0.0], threading.Lock()
+
+    def counted(run: Callable) -> Callable:
+        def timed(*a, **k):
+            t0 = time.thread_time()
+            try:
+                return run(*a, **k)
+            finally:
+                with lock:
+                    model_cpu[0] += time.thread_time() - t0
+        return timed
+    for backend in (pipeline.classifier, pipeline.segmenter):
+        backend.run = counted(backend.run)
+    app = Appliance(s, pipeline=pipeline)
+    staging = os.path.join(s.capture.dir, "staging")
+    os.makedirs(staging, exist_ok=True)
+    staged = []
+    for i, film in enumerate(films):
+        staged.append(os.path.join(staging, "%02d_%s" % (i, os.path.basename(film))))
+        shutil.copyfile(film, staged[-1])
+    try:
+        app.start()
+        time.sleep(0.5)
+        c0 = time.process_time()
+        time.sleep(idle_s)
+        idle = (time.process_time() - c0) / idle_s * 1000.0
+        with lock:
+            model_cpu[0] = 0.0
+        c0, w0, per_thread0 = time.process_time(), time.perf_counter(), thread_cpu()
+        for path in staged:
+            os.rename(path, os.path.join(app.folders.incoming, os.path.basename(path)))
+        states = [app.outcomes.get(timeout=300).state for _ in staged]
+        conn = app.store.connection()
+        deadline = time.time() + 60
+        while time.time() < deadline and conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]:
+            time.sleep(0.002)
+        cpu_s, wall_s = time.process_time() - c0, time.perf_counter() - w0
+        per_thread1 = thread_cpu()
+        with lock:
+            models_s = model_cpu[0]
+    finally:
+        app.stop()
+        stop_broker(broker)
+        shutil.rmtree(work, ignore_errors=True)
+    n = len(staged)
+    return {"films": n, "states": sorted(set(states)), "wall_s": wall_s, "cpu_ms_per_film": cpu_s * 1000.0 / n,
+            "models_ms_per_film": models_s * 1000.0 / n, "outside_ms_per_film": (cpu_s - models_s) * 1000.0 / n,
+            "idle_cpu_ms_per_s": idle,
+            "threads_ms_per_film": {k: (v - per_thread0.get(k, 0.0)) * 1000.0 / n for k, v in per_thread1.items()
+                                    if v - per_thread0.get(k, 0.0) > 0}}
+
+
+def _timed_passes(settings: Any, pipeline: Any, clock: StageClock, undo: List[Tuple[Any, str, Any]],
+                  films: Sequence[str], out_dir: str, profile: bool) -> Dict[str, Any]:
+    import edge
+    from edge.app import Appliance
+    missing = _patch(clock, pipeline, undo)
+    captured = {}  # type: Dict[str, Any]
+    import edge.stages.commit as commit_mod
+    render, build = commit_mod.render_overlay, commit_mod.build_alert
+
+    def keep_overlay(*a, **k):
+        captured["overlay"] = render(*a, **k)
+        return captured["overlay"]
+
+    def keep_alert(result, *a, **k):
+        captured["finding"] = result.finding      # converted after the film's clock stops
+        captured["alert"] = build(result, *a, **k)
+        return captured["alert"]
+    undo.extend([(commit_mod, "render_overlay", commit_mod.render_overlay),
+                 (commit_mod, "build_alert", commit_mod.build_alert)])
+    commit_mod.render_overlay, commit_mod.build_alert = keep_overlay, keep_alert
+
+    def one_pass(tag: str, names: Sequence[str], record: bool) -> List[Dict[str, Any]]:
+        work = os.path.join(out_dir, "work-" + tag)
+        settings.capture.dir, settings.state_dir = os.path.join(work, "capture"), os.path.join(work, "state")
+        app = Appliance(settings, pipeline=pipeline)
+        rows = []
+        for i, film in enumerate(names):
+            dst = os.path.join(app.folders.incoming, "%02d_%s" % (i, os.path.basename(film)))
+            shutil.copyfile(film, dst)
+            captured.clear()
+            clock.take()
+            t0 = time.process_time()
+            claimed = app.folders.claim(dst, 1 << 30)
+            outcome = app.process(claimed)
+            total = (time.process_time() - t0) * 1000.0
+            ms = clock.take()
+            ms[OTHER] = total - sum(ms.values())
+            row = {"film": os.path.basename(film), "state": outcome.state, "total_ms": total, "ms": ms}
+            if record and "alert" in captured:
+                row["alert"] = _stable(captured["alert"])
+                row["finding"] = json.loads(json.dumps(dataclasses.asdict(captured["finding"])))
+                if captured.get("overlay") is not None:
+                    path = os.path.join(out_dir, "overlay-%02d.jpg" % i)
+                    with open(path, "wb") as fh:
+                        fh.write(captured["overlay"])
+                    row["overlay"] = path
+            rows.append(row)
+        app.store.close()
+        shutil.rmtree(work, ignore_errors=True)
+        return rows
+
+    # Warm-up: one film of each kind (first decoder imports, first-call caches).
+    kinds = {}  # type: Dict[str, str]
+    for film in films:
+        kinds.setdefault(os.path.splitext(film)[1] + os.path.dirname(film), film)
+    one_pass("warm", list(kinds.values()), record=False)
+    rows = one_pass("timed", films, record=True)
+    result = {"edge": os.path.dirname(edge.__file__), "missing_stages": missing, "films": rows}
+    if profile:
+        result["profile"] = _profile(lambda: one_pass("profile", films, record=False))
+    return result
+
+
+def _profile(run: Callable[[], Any], top: int = 25) -> List[Tuple[str, float, float, int]]:
+    """cProfile on the CPU clock; ONNX Runtime's run (the models) left out."""
+    import cProfile
+    import pstats
+    prof = cProfile.Profile(time.process_time)
+    prof.runcall(run)
+    stats = pstats.Stats(prof).stats    # {(file, line, fn): (cc, nc, tt, ct, callers)}
+    rows = []
+    for (path, line, fn), (_cc, nc, tt, ct, _callers) in stats.items():
+        where = "%s:%d(%s)" % (os.path.basename(path), line, fn) if line else fn
+        if "onnxruntime" in where or "onnxruntime" in path:
+            continue
+        rows.append((where, tt * 1000.0, ct * 1000.0, nc))
+    rows.sort(key=lambda r: -r[1])
+    return rows[:top]
+
+
+# --- the parent: sides, rounds, the table ----------------------------------
+
+def _extract(rev: str, repo: str, into: str) -> str:
+    """REV's edge/ into a fresh folder (nothing else of REV is needed)."""
+    archive = subprocess.run(["git", "-C", repo, "archive", rev, "edge"], check=True,
+                             stdout=subprocess.PIPE).stdout
+    os.makedirs(into, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", into], input=archive, check=True)
+    return into
+
+
+def _spawn(pythonpath: str, config: str, films: Sequence[str], out_dir: str, profile: bool,
+           burst: bool) -> Dict[str, Any]:
+    os.makedirs(out_dir, exist_ok=True)
+    spec = os.path.join(out_dir, "films.json")
+    with open(spec, "w") as fh:
+        json.dump(list(films), fh)
+    env = dict(os.environ, PYTHONPATH=pythonpath)
+    cmd = [sys.executable, "-m", "bench.cpu", "--child", out_dir, "--config", config, "--film-list", spec]
+    if profile:
+        cmd.append("--profile")
+    if burst:
+        cmd.append("--burst")
+    # cwd elsewhere: `-m` puts the working directory first on sys.path, ahead of PYTHONPATH
+    subprocess.run(cmd, env=env, check=True, cwd=out_dir)
+    with open(os.path.join(out_dir, "result.json")) as fh:
+        return json.load(fh)
+
+
+def per_stage(results: Sequence[Dict[str, Any]]) -> Tuple[Dict[str, float], float, float]:
+    """Mean over films of each film's fastest round: (stage -> ms, total, models)."""
+    names = [s[0] for s in STAGES] + [OTHER]
+    n = len(results[0]["films"])
+    out = {}
+    for name in names:
+        out[name] = sum(min(r["films"][i]["ms"].get(name, 0.0) for r in results) for i in range(n)) / n
+    total = sum(min(r["films"][i]["total_ms"] for r in results) for i in range(n)) / n
+    return out, total, out[MODELS]
+
+
+def compare_outputs(before: Dict[str, Any], after: Dict[str, Any]) -> Dict[str, Any]:
+    """Same alert fields? How far apart are the overlays' pixels?"""
+    import cv2
+    import numpy as np
+    same, diffs, worst_px, mean_px, shapes = 0, [], 0, 0.0, 0
+    decisions, worst_p, worst_area, same_jpeg = 0, 0.0, 0.0, 0
+    for b, a in zip(before["films"], after["films"]):
+        fb, fa = b.get("finding") or {}, a.get("finding") or {}
+        if fb and fa:
+            decisions += fb["pneumothorax"] != fa["pneumothorax"]
+            for key in ("probability", "classifier_probability", "seg_max_probability"):
+                if fb.get(key) is not None and fa.get(key) is not None:
+                    worst_p = max(worst_p, abs(fb[key] - fa[key]))
+            if fb["area_px"] or fa["area_px"]:
+                worst_area = max(worst_area, abs(fb["area_px"] - fa["area_px"]) / max(fb["area_px"], fa["area_px"]))
+        if b.get("alert") == a.get("alert"):
+            same += 1
+        else:
+            keys = sorted(k for k in set(b.get("alert") or {}) | set(a.get("alert") or {})
+                          if (b.get("alert") or {}).get(k) != (a.get("alert") or {}).get(k))
+            diffs.append("%s: %s" % (b["film"], ", ".join(keys)))
+        if b.get("overlay") and a.get("overlay"):
+            with open(b["overlay"], "rb") as fb_, open(a["overlay"], "rb") as fa_:
+                if fb_.read() == fa_.read():
+                    same_jpeg += 1
+                    continue
+            if b.get("alert") != a.get("alert"):
+                continue                # another probability or area: the banner text differs too
+            ib, ia = cv2.imread(b["overlay"]), cv2.imread(a["overlay"])
+            if ib.shape != ia.shape:
+                shapes += 1
+                continue
+            d = np.abs(ib.astype(np.int16) - ia.astype(np.int16))
+            worst_px = max(worst_px, int(d.max()))
+            mean_px = max(mean_px, float(d.mean()))
+    return {"films": len(after["films"]), "alerts_identical": same, "overlays_identical": same_jpeg, "decisions_differ": decisions,
+            "probability_max_abs_diff": worst_p, "area_px_max_rel_diff": worst_area, "differences": diffs,
+            "overlay_max_abs_diff": worst_px, "overlay_worst_mean_abs_diff": mean_px,
+            "overlay_size_differs": shapes}
+
+
+def table(sides: Dict[str, Dict[str, Any]]) -> str:
+    labels = list(sides)
+    lines = ["%-42s" % "CPU ms per film (user+sys)" + "".join("%12s" % l for l in labels)
+             + ("%10s" % "after/bef" if len(labels) == 2 else "")]
+    rows = [s[0] for s in STAGES] + [OTHER]
+    for name in rows + ["outside the models", "total"]:
+        vals = []
+        for label in labels:
+            stages, total, models = sides[label]["stages"], sides[label]["total"], sides[label]["models"]
+            vals.append(stages[name] if name in stages else (total - models if name.startswith("outside")
+                                                             else total))
+        line = "%-42s" % name + "".join("%12.2f" % v for v in vals)
+        if len(vals) == 2:
+            line += "%10s" % ("%.2f" % (vals[1] / vals[0]) if vals[0] > 0.005 else "-")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.cpu", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="config/edge.yaml")
+    p.add_argument("--data", default=DATA, help="real films (default $PNEUMO_SHARED_DATA, else ../shared/data)")
+    p.add_argument("--films", type=int, default=40, help="films per pass (default 40)")
+    p.add_argument("--rounds", type=int, default=2, help="passes per side; each film's fastest counts")
+    p.add_argument("--against", help="git revision whose edge/ runs as 'before' in the same run")
+    p.add_argument("--profile", action="store_true", help="also cProfile this checkout's pass (CPU clock)")
+    p.add_argument("--burst", action="store_true", help="also drop all films at once into the threaded "
+                   "appliance with a real mosquitto: CPU per film outside the models, publisher included")
+    p.add_argument("--json", help="write every figure here")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--film-list", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    config = os.path.abspath(args.config)
+    if args.child:
+        from edge.logsetup import setup_logging
+        setup_logging("WARNING")
+        with open(args.film_list) as fh:
+            films = json.load(fh)
+        result = run_child(config, films, args.child, args.profile, args.burst)
+        with open(os.path.join(args.child, "result.json"), "w") as fh:
+            json.dump(result, fh)
+        return 0
+
+    films = default_films(args.data, args.films)
+    if not films:
+        print("bench.cpu: no films under %s" % args.data, file=sys.stderr)
+        return 2
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    load_start = os.getloadavg()
+    tmp = tempfile.mkdtemp(prefix="bench-cpu-")
+    try:
+        paths = {"after": here}
+        if args.against:
+            old = _extract(args.against, here, os.path.join(tmp, "before-src"))
+            paths = {"before": old + os.pathsep + here, "after": here}
+        runs = {label: [] for label in paths}  # type: Dict[str, List[Dict[str, Any]]]
+        for r in range(args.rounds):
+            order = list(paths) if r % 2 == 0 else list(reversed(list(paths)))
+            for label in order:
+                last = r == args.rounds - 1 and label == "after"
+                print("round %d/%d: %s" % (r + 1, args.rounds, label), flush=True)
+                runs[label].append(_spawn(paths[label], config, films, os.path.join(tmp, "%s-%d" % (label, r)),
+                                          args.profile and last, args.burst))
+        load_end = os.getloadavg()
+        sides = {}
+        for label, results in runs.items():
+            stages, total, models = per_stage(results)
+            sides[label] = {"edge": results[0]["edge"], "stages": stages, "total": total, "models": models,
+                            "missing_stages": results[0]["missing_stages"],
+                            "states": sorted(set(f["state"] for f in results[0]["films"]))}
+        kinds = {}  # type: Dict[str, int]
+        for f in films:
+            kinds[os.path.splitext(f)[1]] = kinds.get(os.path.splitext(f)[1], 0) + 1
+        print("")
+        print("%d films (%s), %d round(s) per side, fastest round per film; models at 1 thread"
+              % (len(films), ", ".join("%d %s" % (n, k) for k, n in sorted(kinds.items())), args.rounds))
+        print("load average: start %s, end %s (cores: %d)"
+              % (" ".join("%.2f" % v for v in load_start), " ".join("%.2f" % v for v in load_end),
+                 os.cpu_count() or 1))
+        for label, side in sides.items():
+            print("%s: edge from %s; outcomes %s%s" % (label, side["edge"], ",".join(side["states"]),
+                  "; stages absent: " + ", ".join(side["missing_stages"]) if side["missing_stages"] else ""))
+        print(table(sides))
+        report = {"films": films, "load_average": [load_start, load_end], "sides": sides}
+        if args.against:
+            cmp = compare_outputs(runs["before"][-1], runs["after"][-1])
+            report["outputs"] = cmp
+            print("outputs: alert fields identical on %d/%d films, overlay JPEG bytes on %d; where the alert is the"
+                  " same but the JPEG not: pixels max |diff| %d, worst mean %.3f, size differs on %d"
+                  % (cmp["alerts_identical"], cmp["films"], cmp["overlays_identical"], cmp["overlay_max_abs_diff"],
+                     cmp["overlay_worst_mean_abs_diff"], cmp["overlay_size_differs"]))
+            print("findings: decision differs on %d; probabilities max |diff| %.2g; area_px max relative diff %.2g"
+                  % (cmp["decisions_differ"], cmp["probability_max_abs_diff"], cmp["area_px_max_rel_diff"]))
+            for line in cmp["differences"]:
+                print("  differs: " + line)
+        if args.burst:
+            report["burst"] = {label: [r["burst"] for r in results] for label, results in runs.items()}
+            print("\nburst: %d films dropped at once into the threaded appliance (mosquitto, models at 1 thread),"
+                  " arrival to last PUBACK; process CPU ms per film, best round" % len(films))
+            print("%-42s" % "" + "".join("%12s" % label for label in runs))
+            for key, what in (("cpu_ms_per_film", "all threads"), ("models_ms_per_film", "models"),
+                              ("outside_ms_per_film", "outside the models"),
+                              ("idle_cpu_ms_per_s", "idle appliance, CPU ms per second")):
+                print("%-42s" % what + "".join("%12.2f" % min(b[key] for b in report["burst"][label])
+                                               for label in runs))
+            names = sorted(set(k for b in report["burst"]["after"] for k in b["threads_ms_per_film"]))
+            for name in names:       # /proc ticks (10 ms): coarse per thread, summed over the burst
+                print("%-42s" % ("  thread " + name) + "".join(
+                    "%12.2f" % min(b["threads_ms_per_film"].get(name, 0.0) for b in report["burst"][label])
+                    for label in runs))
+        prof = runs["after"][-1].get("profile")
+        if prof:
+            report["profile"] = prof
+            print("\ncProfile of the per-film path, CPU clock, ONNX Runtime left out (ms over %d films):"
+                  % len(films))
+            print("%-58s %9s %9s %7s" % ("function", "self", "cumul", "calls"))
+            for where, tt, ct, nc in prof:
+                print("%-58s %9.1f %9.1f %7d" % (where[:58], tt, ct, nc))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(report, fh, indent=1)
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
