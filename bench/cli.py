@@ -8,6 +8,7 @@ import argparse
 import copy
 import dataclasses
 import datetime
+import json
 import logging
 import os
 import platform
@@ -140,6 +141,25 @@ def _variants(args, settings, paths: Dict[str, Dict[str, str]]) -> List[runner.V
     return out
 
 
+def without_chest_gate(manifest_path: str, work: str, notes: List[str]) -> str:
+    """A copy of the classifier manifest without `thresholds.ood_max`, for
+    generated phantoms: they are not chest films, and the learned not-a-chest
+    gate refuses them. The distance is still computed (it is an output of the
+    classifier's graph), so the models' compute is the shipped one."""
+    with open(manifest_path) as fh:
+        data = json.load(fh)
+    if "ood_max" not in data.get("thresholds", {}):
+        return manifest_path
+    del data["thresholds"]["ood_max"]
+    data["file"] = os.path.abspath(os.path.join(os.path.dirname(manifest_path), data["file"]))
+    out = os.path.join(work, "classifier-no-chest-gate.json")
+    with open(out, "w") as fh:
+        json.dump(data, fh, indent=1)
+    notes.append("generated phantoms are not chest films: the learned not-a-chest refusal is off for them "
+                 "(its distance is still computed); --inputs with real films keeps it on")
+    return out
+
+
 def run_bench(args: argparse.Namespace, settings) -> int:
     settings = copy.deepcopy(settings)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -156,6 +176,8 @@ def run_bench(args: argparse.Namespace, settings) -> int:
         if not os.path.exists(path):
             raise BenchError("model %s is absent (models/ ships both; check --config)" % path)
 
+    if not args.inputs:
+        settings.models.classifier = without_chest_gate(settings.models.classifier, work, notes)
     model_paths = {"fp32": {"classifier": settings.models.classifier, "segmenter": settings.models.segmenter}}
     if "int8" in _words(args.precisions):
         say("building CPU INT8 variants with build_engine (calibration + parity; minutes)")
