@@ -43,7 +43,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--data", default="../shared/data", help="the shared data folder")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, help="default: the shipped recipe's (models/cvtrain.py Recipe.epochs)")
     p.add_argument("--pos-weight", type=float, default=1.0, help="BCE weight of pneumothorax pixels")
     p.add_argument("--no-window", action="store_true", help="pixels as decoded (no percentile window)")
     p.add_argument("--no-final", action="store_true", help="skip the final model on all data")
@@ -81,9 +81,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     elif args.cmd == "cv":
         from .cv import run_cv
         from .cvtrain import Recipe
+        recipe = Recipe(epochs=args.epochs or Recipe.epochs, pos_weight=args.pos_weight)
         run_cv(args.out, args.data, folds=args.folds, size=args.size, window=not args.no_window,
-               recipe=Recipe(epochs=args.epochs, pos_weight=args.pos_weight), final=not args.no_final, threads=args.threads,
-               only_folds=args.only_folds)
+               recipe=recipe, final=not args.no_final, threads=args.threads, only_folds=args.only_folds)
     elif args.cmd == "cv-report":
         import json
         import os

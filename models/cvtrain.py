@@ -22,7 +22,7 @@ from .nets import build_lite0_unet, pooled_features
 
 @dataclass(frozen=True)
 class Recipe:
-    epochs: int = 12
+    epochs: int = 30                  # 12 gave out-of-fold Dice 0.40 and specificity 0.83; 30 gave more on both (cards)
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-4

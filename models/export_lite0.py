@@ -65,7 +65,7 @@ def _write(manifest: ModelManifest, path: str) -> ModelManifest:
     return loaded
 
 
-def export_cv(run: str, out_root: str = "models", version: str = "0.2.0", max_abs_diff: float = 2e-3,
+def export_cv(run: str, out_root: str = "models", version: str = "0.3.0", max_abs_diff: float = 2e-3,
               model_file: str = "final.pt") -> None:
     with open(os.path.join(run, "recipe.json")) as fh:
         rec = json.load(fh)
