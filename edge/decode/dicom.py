@@ -25,7 +25,8 @@ from edge.types import Image
 
 from .j2k import decode_reduced
 from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
-                     check_modality, check_view, code_string, first_value)
+                     check_float32_map, check_modality, check_rescale, check_view, code_string, first_value,
+                     plausible_spacing)
 
 # What a UID and a Short String may look like; anything else is not emitted
 # (a damaged length can make a value run into the patient's name).
@@ -225,6 +226,8 @@ def to_display(raw: np.ndarray, ds: "pydicom.Dataset", invert: bool) -> np.ndarr
         slope, intercept = 1.0, 0.0
     else:
         values = raw
+        check_rescale("RescaleSlope", ds.get("RescaleSlope"))
+        check_rescale("RescaleIntercept", ds.get("RescaleIntercept"))
         slope = float(first_value(ds.get("RescaleSlope")) or 1.0)
         intercept = float(first_value(ds.get("RescaleIntercept")) or 0.0)
 
@@ -257,6 +260,7 @@ def to_display(raw: np.ndarray, ds: "pydicom.Dataset", invert: bool) -> np.ndarr
     big_a, big_b = a * slope, a * intercept + b
     if invert:
         big_a, big_b = -big_a, 1.0 - big_b
+    check_float32_map(big_a, big_b)
     return _affine_clip(values, big_a, big_b)
 
 
@@ -272,6 +276,7 @@ def _sigmoid(values: np.ndarray, slope: float, intercept: float, center: float,
     k = -4.0 / width
     if invert:
         k = -k    # 1 - sigmoid(z) == sigmoid(-z)
+    check_float32_map(k * slope, k * (intercept - center))
     out = _affine_clip_free(values, k * slope, k * (intercept - center))
     np.exp(out, out=out)
     out += np.float32(1.0)
@@ -360,8 +365,8 @@ def _spacing(ds: "pydicom.Dataset") -> Optional[Tuple[float, float]]:
         value = ds.get(keyword)
         try:
             row, col = float(value[0]), float(value[1])
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             continue
-        if row > 0 and col > 0:   # some CRs write 0\0 for "unknown"
+        if plausible_spacing(row, col):
             return row, col
     return None
