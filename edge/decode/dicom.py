@@ -7,7 +7,7 @@ LUT sequences go through pydicom's own LUT functions.
 """
 import io
 import re
-from typing import Optional, Tuple
+from typing import FrozenSet, Optional, Tuple
 
 import numpy as np
 import pydicom
@@ -19,11 +19,12 @@ try:  # pydicom 3.x
 except ImportError:  # pydicom 2.x
     from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
-from edge.errors import CorruptImage, MissingDecoder, NotAnImage, UnsupportedImage
+from edge.errors import CorruptImage, DecodeError, MissingDecoder, NotAnImage, UnsupportedImage
 from edge.settings import DecodeSettings
 from edge.types import Image
 
 from .j2k import decode_reduced
+from .withheld import patient_words, scrub, withheld
 from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
                      check_float32_map, check_modality, check_rescale, check_view, code_string, first_value,
                      plausible_spacing)
@@ -61,8 +62,22 @@ def install_hint(transfer_syntax: str) -> str:
 
 def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Image:
     """min_side > 0: a JPEG 2000 film may be decoded at a reduced resolution
-    level whose shorter side is still >= min_side (edge/decode/j2k.py)."""
+    level whose shorter side is still >= min_side (edge/decode/j2k.py).
+    Whatever it says (a refusal, the header values an Image carries) has this
+    film's own patient name and birth date masked (withheld.py)."""
     header, fp = _read(data, stop_before_pixels=True)
+    words = patient_words(header)
+    try:
+        return _decode_dicom(data, header, fp, settings, min_side, words)
+    except DecodeError as exc:
+        message = scrub(str(exc), words)
+        if message == str(exc):
+            raise
+        raise type(exc)(message) from None
+
+
+def _decode_dicom(data: bytes, header: "pydicom.Dataset", fp: io.BytesIO, settings: DecodeSettings,
+                  min_side: int, words: FrozenSet[str]) -> Image:
     pixels_follow = fp.tell() < len(fp.getbuffer())
     ts = _transfer_syntax(header)
     _check_header(header, ts, settings, pixels_follow)
@@ -95,12 +110,12 @@ def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Im
         sop_instance_uid=_uid(ds, "SOPInstanceUID"),
         study_instance_uid=_uid(ds, "StudyInstanceUID"),
         series_instance_uid=_uid(ds, "SeriesInstanceUID"),
-        accession_number=_short_string(ds, "AccessionNumber"),
+        accession_number=_unless_mentioned(_short_string(ds, "AccessionNumber"), words),
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored") or 0) or None,
         transfer_syntax=UID(ts).name,
         original_hw=(int(ds.Rows), int(ds.Columns)) if raw.shape != (int(ds.Rows), int(ds.Columns)) else None,
-        body_part_examined=_text(ds, "BodyPartExamined"),
+        body_part_examined=withheld(_text(ds, "BodyPartExamined"), words),   # masked: the gate quotes it
     )
 
 
@@ -353,6 +368,11 @@ def _uid(ds: "pydicom.Dataset", keyword: str) -> Optional[str]:
         return None
     text = text.rstrip("\0")
     return text if len(text) <= 64 and _UID.match(text) else None
+
+
+def _unless_mentioned(value: Optional[str], words: FrozenSet[str]) -> Optional[str]:
+    """An identifier that names the patient is not emitted at all."""
+    return None if value is None or withheld(value, words) != value else value
 
 
 def _short_string(ds: "pydicom.Dataset", keyword: str) -> Optional[str]:
