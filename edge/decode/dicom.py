@@ -7,6 +7,7 @@ LUT sequences go through pydicom's own LUT functions.
 """
 import io
 import re
+from dataclasses import replace
 from typing import FrozenSet, Optional, Tuple
 
 import numpy as np
@@ -23,6 +24,7 @@ from edge.errors import CorruptImage, DecodeError, MissingDecoder, NotAnImage, U
 from edge.settings import DecodeSettings
 from edge.types import Image
 
+from .deflate import DEFLATED, inflate_if_deflated
 from .j2k import decode_reduced
 from .withheld import patient_words, scrub, withheld
 from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
@@ -65,10 +67,12 @@ def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Im
     level whose shorter side is still >= min_side (edge/decode/j2k.py).
     Whatever it says (a refusal, the header values an Image carries) has this
     film's own patient name and birth date masked (withheld.py)."""
+    data, deflated = inflate_if_deflated(data, int(settings.max_file_mb * 1048576))
     header, fp = _read(data, stop_before_pixels=True)
     words = patient_words(header)
     try:
-        return _decode_dicom(data, header, fp, settings, min_side, words)
+        image = _decode_dicom(data, header, fp, settings, min_side, words)
+        return replace(image, transfer_syntax=UID(DEFLATED).name) if deflated else image
     except DecodeError as exc:
         message = scrub(str(exc), words)
         if message == str(exc):
