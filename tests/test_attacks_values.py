@@ -103,3 +103,22 @@ def test_process_prints_a_rejection_not_invalid_json_for_a_nan_film(tmp_path):
     lines = [json.loads(line, parse_constant=no_nan) for line in proc.stdout.decode().splitlines()]
     assert lines == [{"file": str(bad), "rejected": "corrupt", "reason": lines[0]["reason"]}]
     assert proc.returncode != 0
+
+
+def test_process_names_a_file_as_the_appliance_does_escaped(tmp_path):
+    """An undecodable byte and a newline in the name: the alert's file_name is
+    display_name's escaped form (valid UTF-8, one line), not a lone surrogate."""
+    from tests.tiny_models import write_tiny_models
+    cls, seg = write_tiny_models(str(tmp_path / "models"))
+    config = tmp_path / "edge.yaml"
+    config.write_text("models:\n  classifier: %s\n  segmenter: %s\n" % (cls, seg))
+    path = os.path.join(os.fsencode(str(tmp_path)), b"cart\xff\nfilm.dcm")
+    with open(path, "wb") as fh:
+        fh.write(film(5))
+    proc = subprocess.run([os.fsencode(sys.executable), b"-m", b"edge.cli", b"process", b"--compact",
+                           b"--config", os.fsencode(str(config)), path], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=120)
+    alert = json.loads(proc.stdout.decode("utf-8"))
+    assert alert["source"]["file_name"] == "cart\\xff\\x0afilm.dcm"
+    assert alert["source"]["file_name"].encode("utf-8")
