@@ -37,7 +37,7 @@ def _walk_meta(data: bytes, pos: int) -> Tuple[int, Optional[Tuple[int, int]], O
         group, element = struct.unpack_from("<HH", data, pos)
         if group != 0x0002:
             break
-        vr = data[pos + 4:pos + 6]
+        vr = bytes(data[pos + 4:pos + 6])     # hashable, also from a bytearray
         if vr in _LONG_VRS:
             if pos + 12 > n:
                 break
@@ -52,6 +52,18 @@ def _walk_meta(data: bytes, pos: int) -> Tuple[int, Optional[Tuple[int, int]], O
             group_length = value
         pos = value + length
     return min(pos, n), ts, group_length
+
+
+def dataset_start(data: bytes) -> Tuple[int, Optional[str]]:
+    """(offset where the data set begins, transfer syntax UID or None) from the file meta;
+    (0, None) for a raw data set without preamble or 'DICM'."""
+    start = _meta_start(data)
+    if start is None:
+        return 0, None
+    end, ts, _ = _walk_meta(data, start)
+    if ts is None:
+        return end, None
+    return end, data[ts[0]:ts[0] + ts[1]].rstrip(b"\0 ").decode("ascii", "replace")
 
 
 def inflate_if_deflated(data: bytes, max_bytes: int) -> Tuple[Union[bytes, bytearray], bool]:

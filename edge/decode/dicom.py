@@ -25,6 +25,7 @@ from edge.settings import DecodeSettings
 from edge.types import Image
 
 from .deflate import DEFLATED, inflate_if_deflated
+from .header_walk import check_header_elements
 from .j2k import decode_reduced
 from .withheld import patient_words, scrub, withheld
 from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
@@ -68,6 +69,7 @@ def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Im
     Whatever it says (a refusal, the header values an Image carries) has this
     film's own patient name and birth date masked (withheld.py)."""
     data, deflated = inflate_if_deflated(data, int(settings.max_file_mb * 1048576))
+    check_header_elements(data)
     header, fp = _read(data, stop_before_pixels=True)
     words = patient_words(header)
     try:
