@@ -27,6 +27,7 @@ from edge.types import Image
 from .deflate import DEFLATED, inflate_if_deflated
 from .header_walk import check_header_elements
 from .j2k import decode_reduced
+from .raster import check_jpeg_scans
 from .withheld import patient_words, scrub, withheld
 from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
                      check_float32_map, check_modality, check_rescale, check_view, code_string, first_value,
@@ -96,6 +97,8 @@ def _decode_dicom(data: bytes, header: "pydicom.Dataset", fp: io.BytesIO, settin
                            "(file truncated or damaged)" % (int(header.Columns), int(header.Rows)))
     if ts in _NATIVE:
         _check_native_length(ds)
+    elif ts in _JPEG:
+        check_jpeg_scans(ds.PixelData)       # the same decoding-time bomb as a .jpg file
     raw = None
     if min_side and settings.reduced_resolution and ts in _JPEG_2000:
         raw = decode_reduced(ds, min_side)     # None: not possible here, decode at full size
