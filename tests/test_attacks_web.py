@@ -14,6 +14,7 @@ import logging
 import socket
 import threading
 import time
+import urllib.parse
 
 import pydicom
 import pytest
@@ -153,3 +154,13 @@ def test_an_unexpected_fault_in_predict_is_a_500_reply_without_the_message(setti
     assert b"Traceback" not in everything
     for secret in SECRETS[:2]:
         assert secret not in everything
+
+
+def test_an_upload_name_with_a_newline_cannot_forge_a_log_line(server, logged):
+    forged = "film.dcm\n2030-01-01T00:00:00.000Z ERROR edge.app: forged"
+    reply = exchange(server, post("/api/v1/predict?name=" + urllib.parse.quote(forged), dicom_bytes(10),
+                                  "application/dicom"))
+    status, body = status_and_json(reply)
+    assert status == 200
+    assert body["alert"]["source"]["file_name"] == "film.dcm\\x0a2030-01-01T00:00:00.000Z ERROR edge.app: forged"
+    assert not [line for line in logged.getvalue().splitlines() if line.startswith("2030-")]

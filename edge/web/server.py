@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional
 from urllib.parse import parse_qs, urlsplit
 
+from edge.capture.names import display_name
 from edge.errors import AlertError, ConfigError, DecodeError, PneumoEdgeError
 from edge.settings import Settings
 from edge.decode.checks import check_file_size
@@ -292,6 +293,7 @@ class Handler(BaseHTTPRequestHandler):
             check_file_size(len(data), settings.decode)     # the file itself, without the form around it
             if name == "upload":
                 name = (parse_qs(urlsplit(self.path).query).get("name") or ["upload"])[0]
+            name = display_name(name)       # as for the capture folder: a newline must not forge a log line
             status, payload = predictor.predict(name, data)
             reply = json.dumps(payload, allow_nan=False).encode("utf-8")     # a NaN is a fault, not a reply
         except BadUpload as exc:
