@@ -168,6 +168,7 @@ def cmd_process(args) -> int:
     """Run the pipeline on files and print the alert JSON: no folders, no MQTT."""
     from edge.alerts.schema import build_alert
     from edge.app import build_pipeline
+    from edge.capture.names import display_name
     from edge.hashing import sha256_file
     from edge.decode import decode_file
     from edge.errors import DecodeError
@@ -195,7 +196,8 @@ def cmd_process(args) -> int:
                 print("pneumo-edge: error: %s: %s" % (path, exc.strerror or exc), file=sys.stderr)
                 rc = EXIT_REJECTED
                 continue
-            alert = build_alert(result, image, file_name=os.path.basename(path), file_sha256=sha,
+            # display_name, as the appliance does: undecodable bytes and newlines escaped
+            alert = build_alert(result, image, file_name=display_name(os.path.basename(path)), file_sha256=sha,
                                 site=settings.site, device=settings.device,
                                 identify_by=settings.alerts.identify_by)
             print(json.dumps(alert.to_json(), indent=None if args.compact else 1))

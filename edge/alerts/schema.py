@@ -224,11 +224,20 @@ def encode(payload: Dict[str, Any]) -> bytes:
         raise AlertError("payload is not valid JSON: %s" % exc)
 
 
+def _no_constant(word: str) -> None:
+    raise ValueError("%s is not JSON" % word)
+
+
 def decode(data: bytes) -> Dict[str, Any]:
+    """A received payload as a dict. NaN/Infinity are refused, as encode refuses
+    them: Python's json reads them, and one held by a display made its state
+    and event stream fail to serialise for every page. Deep nesting is refused too."""
     try:
-        payload = json.loads(data.decode("utf-8"))
+        payload = json.loads(data.decode("utf-8"), parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise AlertError("payload is not JSON: %s" % exc)
+    except RecursionError:
+        raise AlertError("payload is not JSON: nested too deep")
     if not isinstance(payload, dict):
         raise AlertError("payload is not a JSON object")
     return payload

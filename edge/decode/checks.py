@@ -3,10 +3,13 @@
 Pure functions over header values, so they run before any pixel is decoded:
 a wrong modality or an absurd declared size is refused without allocating.
 """
+import math
 import re
 from typing import Optional, Sequence
 
-from edge.errors import (ImageTooLarge, UnsupportedImage, UnsupportedModality)
+import numpy as np
+
+from edge.errors import (CorruptImage, ImageTooLarge, UnsupportedImage, UnsupportedModality)
 from edge.settings import DecodeSettings
 
 # DICOM ViewPosition values for side views. Decubitus (LLD/RLD) are listed
@@ -100,8 +103,15 @@ def check_grey(samples_per_pixel: int, photometric: str) -> None:
                                   else "no photometric interpretation", samples_per_pixel))
 
 
+# Pixel Spacing beyond this is not a radiograph's (films are 0.05-1 mm a pixel):
+# a damaged value would make every area in the alert absurd or infinite.
+MIN_PIXEL_SPACING_MM, MAX_PIXEL_SPACING_MM = 0.01, 10.0
+
+
 def first_value(value: object) -> Optional[float]:
-    """First number of a possibly multi-valued DICOM element (WindowCenter ...)."""
+    """First number of a possibly multi-valued DICOM element (WindowCenter ...);
+    None when absent, not a number, or not finite (NaN/inf would turn every
+    pixel into NaN, and the alert into invalid JSON)."""
     if value is None:
         return None
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
@@ -111,6 +121,29 @@ def first_value(value: object) -> Optional[float]:
     if not items:
         return None
     try:
-        return float(items[0])
-    except (TypeError, ValueError):
+        number = float(items[0])
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
+
+
+def check_rescale(keyword: str, value: object) -> None:
+    """A Rescale Slope/Intercept that is present must be a finite number: the
+    stored values mean nothing without it, so the film is damaged."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return
+    if first_value(value) is None:
+        raise CorruptImage("DICOM %s is present but not a finite number (header damaged)" % keyword)
+
+
+def check_float32_map(a: float, b: float) -> None:
+    """The folded rescale/window map y = a * stored + b must be finite in float32:
+    an absurd slope or window overflows to inf, and inf * 0 is NaN."""
+    limit = float(np.finfo(np.float32).max)
+    if not all(math.isfinite(v) and abs(v) < limit for v in (a, b)):
+        raise CorruptImage("DICOM rescale/window values are out of range (header damaged)")
+
+
+def plausible_spacing(row: float, col: float) -> bool:
+    """Pixel spacing a radiograph can have (some CRs write 0\\0 for "unknown")."""
+    return all(math.isfinite(v) and MIN_PIXEL_SPACING_MM <= v <= MAX_PIXEL_SPACING_MM for v in (row, col))

@@ -7,7 +7,8 @@ LUT sequences go through pydicom's own LUT functions.
 """
 import io
 import re
-from typing import Optional, Tuple
+from dataclasses import replace
+from typing import FrozenSet, Optional, Tuple
 
 import numpy as np
 import pydicom
@@ -19,14 +20,19 @@ try:  # pydicom 3.x
 except ImportError:  # pydicom 2.x
     from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
-from edge.errors import CorruptImage, MissingDecoder, NotAnImage, UnsupportedImage
+from edge.errors import CorruptImage, DecodeError, MissingDecoder, NotAnImage, UnsupportedImage
 from edge.settings import DecodeSettings
 from edge.types import Image
 
+from .deflate import DEFLATED, inflate_if_deflated
+from .header_walk import check_header_elements
 from .j2k import decode_reduced
 from .jpeg_baseline import decode_baseline
+from .raster import check_jpeg_scans
+from .withheld import patient_words, scrub, withheld
 from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
-                     check_modality, check_view, code_string, first_value)
+                     check_float32_map, check_modality, check_rescale, check_view, code_string, first_value,
+                     plausible_spacing)
 
 # What a UID and a Short String may look like; anything else is not emitted
 # (a damaged length can make a value run into the patient's name).
@@ -62,8 +68,25 @@ def install_hint(transfer_syntax: str) -> str:
 def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Image:
     """min_side > 0: a JPEG 2000 or JPEG Baseline film may be decoded at a
     reduced resolution whose shorter side is still >= min_side
-    (edge/decode/j2k.py, edge/decode/jpeg_baseline.py)."""
+    (edge/decode/j2k.py, edge/decode/jpeg_baseline.py).
+    Whatever it says (a refusal, the header values an Image carries) has this
+    film's own patient name and birth date masked (withheld.py)."""
+    data, deflated = inflate_if_deflated(data, int(settings.max_file_mb * 1048576))
+    check_header_elements(data)
     header, fp = _read(data, stop_before_pixels=True)
+    words = patient_words(header)
+    try:
+        image = _decode_dicom(data, header, fp, settings, min_side, words)
+        return replace(image, transfer_syntax=UID(DEFLATED).name) if deflated else image
+    except DecodeError as exc:
+        message = scrub(str(exc), words)
+        if message == str(exc):
+            raise
+        raise type(exc)(message) from None
+
+
+def _decode_dicom(data: bytes, header: "pydicom.Dataset", fp: io.BytesIO, settings: DecodeSettings,
+                  min_side: int, words: FrozenSet[str]) -> Image:
     pixels_follow = fp.tell() < len(fp.getbuffer())
     ts = _transfer_syntax(header)
     _check_header(header, ts, settings, pixels_follow)
@@ -76,6 +99,8 @@ def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Im
                            "(file truncated or damaged)" % (int(header.Columns), int(header.Rows)))
     if ts in _NATIVE:
         _check_native_length(ds)
+    elif ts in _JPEG:
+        check_jpeg_scans(ds.PixelData)       # the same decoding-time bomb as a .jpg file
     raw = None
     if min_side and settings.reduced_resolution and ts in _JPEG_2000:
         raw = decode_reduced(ds, min_side)     # None: not possible here, decode at full size
@@ -98,12 +123,12 @@ def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Im
         sop_instance_uid=_uid(ds, "SOPInstanceUID"),
         study_instance_uid=_uid(ds, "StudyInstanceUID"),
         series_instance_uid=_uid(ds, "SeriesInstanceUID"),
-        accession_number=_short_string(ds, "AccessionNumber"),
+        accession_number=_unless_mentioned(_short_string(ds, "AccessionNumber"), words),
         photometric=photometric,
         bits_stored=int(ds.get("BitsStored") or 0) or None,
         transfer_syntax=UID(ts).name,
         original_hw=(int(ds.Rows), int(ds.Columns)) if raw.shape != (int(ds.Rows), int(ds.Columns)) else None,
-        body_part_examined=_text(ds, "BodyPartExamined"),
+        body_part_examined=withheld(_text(ds, "BodyPartExamined"), words),   # masked: the gate quotes it
     )
 
 
@@ -229,6 +254,8 @@ def to_display(raw: np.ndarray, ds: "pydicom.Dataset", invert: bool) -> np.ndarr
         slope, intercept = 1.0, 0.0
     else:
         values = raw
+        check_rescale("RescaleSlope", ds.get("RescaleSlope"))
+        check_rescale("RescaleIntercept", ds.get("RescaleIntercept"))
         slope = float(first_value(ds.get("RescaleSlope")) or 1.0)
         intercept = float(first_value(ds.get("RescaleIntercept")) or 0.0)
 
@@ -261,6 +288,7 @@ def to_display(raw: np.ndarray, ds: "pydicom.Dataset", invert: bool) -> np.ndarr
     big_a, big_b = a * slope, a * intercept + b
     if invert:
         big_a, big_b = -big_a, 1.0 - big_b
+    check_float32_map(big_a, big_b)
     return _affine_clip(values, big_a, big_b)
 
 
@@ -276,6 +304,7 @@ def _sigmoid(values: np.ndarray, slope: float, intercept: float, center: float,
     k = -4.0 / width
     if invert:
         k = -k    # 1 - sigmoid(z) == sigmoid(-z)
+    check_float32_map(k * slope, k * (intercept - center))
     out = _affine_clip_free(values, k * slope, k * (intercept - center))
     np.exp(out, out=out)
     out += np.float32(1.0)
@@ -354,6 +383,11 @@ def _uid(ds: "pydicom.Dataset", keyword: str) -> Optional[str]:
     return text if len(text) <= 64 and _UID.match(text) else None
 
 
+def _unless_mentioned(value: Optional[str], words: FrozenSet[str]) -> Optional[str]:
+    """An identifier that names the patient is not emitted at all."""
+    return None if value is None or withheld(value, words) != value else value
+
+
 def _short_string(ds: "pydicom.Dataset", keyword: str) -> Optional[str]:
     text = _text(ds, keyword)
     return text if text is not None and _SHORT_STRING.match(text) else None
@@ -364,8 +398,8 @@ def _spacing(ds: "pydicom.Dataset") -> Optional[Tuple[float, float]]:
         value = ds.get(keyword)
         try:
             row, col = float(value[0]), float(value[1])
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             continue
-        if row > 0 and col > 0:   # some CRs write 0\0 for "unknown"
+        if plausible_spacing(row, col):
             return row, col
     return None

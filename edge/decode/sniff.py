@@ -33,6 +33,10 @@ def _looks_like_raw_dicom(data: bytes) -> bool:
     group, element = struct.unpack("<HH", data[:4])
     if group not in _RAW_DICOM_FIRST_GROUPS or element > 0x0100:
         return False
+    from .header_walk import MAX_HEADER_ELEMENTS, count_elements
+    explicit = data[4:6].isalpha()
+    if count_elements(data, 0, explicit) > MAX_HEADER_ELEMENTS:
+        return True     # not parsed here: decode_dicom refuses it as too large, by the same count
     try:
         import pydicom
         ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)

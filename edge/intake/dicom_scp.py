@@ -18,7 +18,7 @@ from typing import Any, Dict, Optional
 from edge.capture.folders import CaptureFolders
 from edge.errors import IntakeError
 from edge.intake.names import SOP_CLASSES, TRANSFER_SYNTAXES, expand
-from edge.intake.received import OUT_OF_RESOURCES, SUCCESS, check_dataset
+from edge.intake.received import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS, check_dataset
 from edge.intake.spool import Spool
 from edge.settings import DicomIntakeSettings
 
@@ -99,6 +99,11 @@ class DicomReceiver:
             self._count("refused")
             log.error("C-STORE from %s not stored (0x%04X): %s", calling, OUT_OF_RESOURCES, exc)
             return OUT_OF_RESOURCES
+        except Exception as exc:  # noqa: BLE001 - never let pynetdicom log it: its traceback quotes values
+            self._count("refused")
+            log.error("C-STORE from %s not stored (0x%04X): its file meta cannot be written (%s)",
+                      calling, CANNOT_UNDERSTAND, type(exc).__name__)
+            return CANNOT_UNDERSTAND
         self._count("stored")
         log.info("C-STORE from %s: %d bytes -> %s", calling, len(dataset), path)
         return SUCCESS

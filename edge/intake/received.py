@@ -7,6 +7,7 @@ pydicom is lenient with short data (it returns what it has, sometimes with
 a warning), so completeness is checked explicitly here.
 """
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Optional
@@ -15,6 +16,8 @@ import pydicom
 import struct
 
 from edge.intake.names import NATIVE
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700          # could not store it (disk full, write error)
@@ -48,21 +51,25 @@ def check_dataset(dataset: bytes, transfer_syntax: str, sop_class: str,
             samples = ds.get("SamplesPerPixel") or 1
             frames = _int(ds.get("NumberOfFrames")) or 1
             pixels = ds.get("PixelData")
+            # Converted here, inside the guard: a Rows that is text (a damaged VR or
+            # length can make it the patient's name) raised outside it, and pynetdicom
+            # logged the traceback, value and all.
+            geometry = (int(rows), int(cols), int(bits), int(samples)) if rows and cols and bits else None
         except Exception as exc:  # pydicom raises many types on garbage
             return Verdict(CANNOT_UNDERSTAND, "cannot parse the data set: %s" % type(exc).__name__)
     if any("end of file" in str(w.message).lower() for w in caught):
         return Verdict(CANNOT_UNDERSTAND, "the data set is truncated (ends inside an element)")
     if uid_class != sop_class:
         return Verdict(DOES_NOT_MATCH_SOP_CLASS, "SOP Class UID in the data set (%s) is not the "
-                       "request's (%s)" % (uid_class or "missing", sop_class))
+                       "request's (%s)" % (_shown_uid(uid_class), _shown_uid(sop_class)))
     if uid_instance != sop_instance:
         return Verdict(DOES_NOT_MATCH_SOP_CLASS, "SOP Instance UID in the data set is not the request's")
-    if not rows or not cols or not bits:
+    if geometry is None:
         return Verdict(DOES_NOT_MATCH_SOP_CLASS, "no image geometry (Rows/Columns/Bits Allocated)")
     if pixels is None:
         return Verdict(DOES_NOT_MATCH_SOP_CLASS, "no Pixel Data: not an image")
     if transfer_syntax in NATIVE:
-        need = _native_length(int(rows), int(cols), int(bits), int(samples), frames)
+        need = _native_length(*geometry, frames=frames)
         if len(pixels) < need:
             return Verdict(CANNOT_UNDERSTAND, "the data set is truncated: Pixel Data has %d of %d "
                            "bytes" % (len(pixels), need))
@@ -91,6 +98,16 @@ def _native_length(rows: int, cols: int, bits: int, samples: int, frames: int) -
     if bits == 1:
         return (rows * cols * samples * frames + 7) // 8
     return rows * cols * samples * frames * ((bits + 7) // 8)
+
+
+def _shown_uid(value: str) -> str:
+    """A UID as it may appear in a reason: a damaged length makes the value run
+    on into the patient's name, so anything but digits and dots is described."""
+    if not value:
+        return "missing"
+    if len(value) <= 64 and _UID.match(value):
+        return value
+    return "a malformed value of %d characters" % len(value)
 
 
 def _int(value) -> Optional[int]:

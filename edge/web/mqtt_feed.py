@@ -135,6 +135,9 @@ class MqttFeed:
                 self.state.on_ack(check_ack(payload))
         except AlertError as exc:
             log.warning("display: unreadable message on %s: %s", msg.topic, exc)
+        except Exception as exc:  # noqa: BLE001 - raised into paho, it ends the network thread:
+            # the display would stop showing alerts while still reporting itself connected
+            log.warning("display: malformed message on %s ignored (%s)", msg.topic, type(exc).__name__)
 
     # -- acks out ------------------------------------------------------------------
     def acknowledge(self, alert_id: str, initials: str = "") -> Tuple[bool, dict]:

@@ -101,7 +101,11 @@ class Predictor:
             return 422, {"rejected": exc.code, "reason": str(exc), "file_name": name}
         decode_ms = (time.perf_counter() - t0) * 1000.0
         with self._lock:
-            result = self._get_pipeline().run(image)
+            pipeline = self._get_pipeline()
+            try:
+                result = pipeline.run(image)
+            except DecodeError as exc:      # the not-a-chest gate: a refusal of the file, as above
+                return 422, {"rejected": exc.code, "reason": str(exc), "file_name": name}
         timings = dict(result.timings_ms, decode_ms=decode_ms)
         result = replace(result, timings_ms=timings)
         label = use_warning(combined_intended_use(result.models))

@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional
 from urllib.parse import parse_qs, urlsplit
 
+from edge.capture.names import display_name
 from edge.errors import AlertError, ConfigError, DecodeError, PneumoEdgeError
 from edge.settings import Settings
 from edge.decode.checks import check_file_size
@@ -39,6 +40,9 @@ KEEPALIVE_S = 15.0
 ALERT_ID = re.compile(r"^[0-9a-f]{32}$")
 COOKIE = "pneumo_display_token"
 MAX_JSON_BODY = 16 * 1024
+# Seconds a connection may sit silent mid-request (a body shorter than its
+# Content-Length, a client that stops): without it each one held a thread for ever.
+SOCKET_TIMEOUT_S = 30.0
 
 
 def read_token(path: str) -> str:
@@ -87,10 +91,18 @@ class DisplayServer(ThreadingHTTPServer):
         self.closing.set()          # ends the SSE streams
         super().shutdown()
 
+    def handle_error(self, request, client_address) -> None:
+        """One log line, not socketserver's traceback on stderr: an exception's
+        text can quote what the request carried (file values, names)."""
+        import sys
+        exc = sys.exc_info()[1]
+        log.error("request from %s failed (%s)", client_address[0], type(exc).__name__)
+
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "pneumo-edge-display"
     server = None   # type: DisplayServer
+    timeout = SOCKET_TIMEOUT_S
 
     def log_message(self, fmt: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), fmt % args)
@@ -229,6 +241,8 @@ class Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         if n > limit:
             raise BadUpload("request body too large")
+        if n < 0:          # rfile.read(-1) would wait for the client to close
+            raise BadUpload("Content-Length is negative")
         return self.rfile.read(n)
 
     def _ack(self) -> None:
@@ -242,8 +256,9 @@ class Handler(BaseHTTPRequestHandler):
             initials = body.get("initials") or ""
             if not ALERT_ID.match(alert_id) or not isinstance(initials, str):
                 raise BadUpload("send {\"alert_id\": <32 hex>, \"initials\": <optional text>}")
-        except (ValueError, BadUpload, AttributeError) as exc:
-            return self._error(400, "bad_request", "not an ack request: %s" % exc)
+        except (ValueError, BadUpload, AttributeError, RecursionError) as exc:   # deep nesting: RecursionError
+            self.close_connection = True
+            return self._error(400, "bad_request", "not an ack request (%s)" % type(exc).__name__)
         if feed is None:
             return self._error(503, "no_broker", "this display has no MQTT connection")
         try:
@@ -264,14 +279,23 @@ class Handler(BaseHTTPRequestHandler):
         except BadUpload as exc:
             self.close_connection = True
             return self._error(411 if "required" in str(exc) else 400, exc.code, str(exc))
-        body = self.rfile.read(n)
+        try:
+            body = self.rfile.read(n)
+        except OSError:         # the client went silent (timeout) or away mid-body
+            self.close_connection = True
+            return
+        if len(body) < n:
+            self.close_connection = True
+            return self._error(400, "bad_request", "the body ended before its Content-Length")
         try:
             name, data = file_from_body(self.headers.get("Content-Type", ""), body)
             del body
             check_file_size(len(data), settings.decode)     # the file itself, without the form around it
             if name == "upload":
                 name = (parse_qs(urlsplit(self.path).query).get("name") or ["upload"])[0]
+            name = display_name(name)       # as for the capture folder: a newline must not forge a log line
             status, payload = predictor.predict(name, data)
+            reply = json.dumps(payload, allow_nan=False).encode("utf-8")     # a NaN is a fault, not a reply
         except BadUpload as exc:
             return self._error(400, exc.code, str(exc))
         except DecodeError as exc:
@@ -279,7 +303,11 @@ class Handler(BaseHTTPRequestHandler):
         except PneumoEdgeError as exc:      # models missing, backend unavailable ...
             log.error("predict failed: %s", exc)
             return self._error(503, "models_unavailable", str(exc))
-        self._json(status, payload)
+        except Exception as exc:  # noqa: BLE001 - one upload must not drop the connection unanswered
+            log.error("predict failed: internal error (%s)", type(exc).__name__)
+            return self._error(500, "fault", "internal error while processing the upload (%s)"
+                               % type(exc).__name__)
+        self._send(status, reply, "application/json")
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:

@@ -1,0 +1,68 @@
+"""The film's own patient identifiers, kept out of everything the decoder says.
+
+The code-string rules in checks.py stop a value that ran on into the next
+elements, but a header value can be a well-formed code string and still be
+the patient's name ("SMITH JOHANNA" as BodyPartExamined or Modality, the
+birth date "19480213" as Modality): modalities and hand-edited headers put
+anything anywhere. The decoder reads this file's own name and birth date
+(never emitting them) and masks them, as whole words, in its messages and
+in the few header values an Image carries.
+"""
+import re
+from typing import Any, FrozenSet, Iterable, Optional
+
+from pydicom.multival import MultiValue
+
+MASK = "***"
+NAME_KEYWORDS = ("PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName")
+DATE_KEYWORDS = ("PatientBirthDate",)
+_SPLIT = re.compile(r"[\^=\s,;\\]+")
+
+
+def _values(ds: Any, keyword: str) -> Iterable[str]:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # noqa: BLE001 - a damaged element: nothing to withhold from it
+        return ()
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple, MultiValue)):     # a PersonName iterates by character
+        value = [value]
+    try:
+        return [str(v) for v in value]
+    except Exception:  # noqa: BLE001
+        return ()
+
+
+def patient_words(ds: Any) -> FrozenSet[str]:
+    """Upper-cased words of the patient's names and the birth date (as written
+    and with separators dropped), from a pydicom Dataset."""
+    words = set()
+    for keyword in NAME_KEYWORDS:
+        for text in _values(ds, keyword):
+            words.update(w.upper() for w in _SPLIT.split(text) if len(w) >= 2)
+    for keyword in DATE_KEYWORDS:
+        for text in _values(ds, keyword):
+            text = text.strip("\0 ")
+            if len(text) >= 6:
+                words.add(text.upper())
+                words.add(re.sub(r"[^0-9]", "", text))
+    words.discard("")
+    return frozenset(words)
+
+
+def _pattern(words: FrozenSet[str]) -> Any:
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(r"(?<![0-9A-Za-z])(?:%s)(?![0-9A-Za-z])" % alternatives, re.IGNORECASE)
+
+
+def scrub(text: str, words: FrozenSet[str]) -> str:
+    """`text` with each of `words` (whole words, any case) replaced by ***."""
+    if not words or not text:
+        return text
+    return _pattern(words).sub(MASK, text)
+
+
+def withheld(value: Optional[str], words: FrozenSet[str]) -> Optional[str]:
+    """`value` with the patient's words masked (None stays None)."""
+    return None if value is None else scrub(value, words)
