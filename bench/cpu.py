@@ -37,7 +37,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 DATA = os.environ.get("PNEUMO_SHARED_DATA") or os.path.normpath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
 
-# (stage, module, attribute): each is timed exclusive of the stages it calls.
+# (stage, module, attribute): each is timed exclusive of the stages it calls. "a|b": the
+# first of the modules that has it (the overlay moved out of commit.py; --against may be older).
 STAGES = (
     ("claim (rename, read, hash)", "edge.capture.folders", "CaptureFolders.claim"),
     ("decode", "edge.stages.intake", "decode_bytes"),
@@ -45,7 +46,7 @@ STAGES = (
     ("models (ONNX Runtime)", None, None),
     ("infer glue (TTA flips, sigmoid, mean)", "edge.pipeline", "Pipeline.infer"),
     ("postprocess (finding)", "edge.pipeline", "make_finding"),
-    ("overlay (render + JPEG)", "edge.stages.commit", "render_overlay"),
+    ("overlay (render + JPEG)", "edge.stages.overlay_recovery|edge.stages.commit", "render_overlay"),
     ("alert payload", "edge.stages.commit", "build_alert"),
     ("outbox + ledger SQL (+ JSON)", "edge.alerts.outbox", "Outbox.enqueue_alert"),
     ("move to done/", "edge.capture.folders", "CaptureFolders.finish"),
@@ -96,15 +97,27 @@ class StageClock:
         return out
 
 
+def _first_with(modules: str, attr: str) -> Any:
+    """The first importable module of "a|b" that has `attr` (None if none)."""
+    import importlib
+    for name in modules.split("|"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, attr):
+            return module
+    return None
+
+
 def _patch(clock: StageClock, pipeline: Any, undo: List[Tuple[Any, str, Any]]) -> List[str]:
     """Wrap each stage where it is looked up (what to put back goes on
     `undo`); the names this edge/ lacks."""
-    import importlib
     missing = []
     for name, module, attr in STAGES:
         if module is None:
             continue
-        owner = importlib.import_module(module)
+        owner = _first_with(module, attr.split(".")[0])
         parts = attr.split(".")
         for part in parts[:-1]:
             owner = getattr(owner, part, None)
@@ -121,6 +134,7 @@ def _patch(clock: StageClock, pipeline: Any, undo: List[Tuple[Any, str, Any]]) -
 def _stable(alert: Dict[str, Any]) -> Dict[str, Any]:
     """The alert's fields that must not change with the code's speed."""
     drop = ("timings_ms", "created_at", "created", "sent_at", "time")
+    alert = alert.to_json() if hasattr(alert, "to_json") else alert     # a typed Alert since edge.alerts.messages
     return {k: v for k, v in alert.items() if k not in drop}
 
 
@@ -256,7 +270,8 @@ def _timed_passes(settings: Any, pipeline: Any, clock: StageClock, undo: List[Tu
     missing = _patch(clock, pipeline, undo)
     captured = {}  # type: Dict[str, Any]
     import edge.stages.commit as commit_mod
-    render, build = commit_mod.render_overlay, commit_mod.build_alert
+    overlay_mod = _first_with(STAGES[6][1], "render_overlay")
+    render, build = overlay_mod.render_overlay, commit_mod.build_alert
 
     def keep_overlay(*a, **k):
         captured["overlay"] = render(*a, **k)
@@ -266,9 +281,9 @@ def _timed_passes(settings: Any, pipeline: Any, clock: StageClock, undo: List[Tu
         captured["finding"] = result.finding      # converted after the film's clock stops
         captured["alert"] = build(result, *a, **k)
         return captured["alert"]
-    undo.extend([(commit_mod, "render_overlay", commit_mod.render_overlay),
+    undo.extend([(overlay_mod, "render_overlay", overlay_mod.render_overlay),
                  (commit_mod, "build_alert", commit_mod.build_alert)])
-    commit_mod.render_overlay, commit_mod.build_alert = keep_overlay, keep_alert
+    overlay_mod.render_overlay, commit_mod.build_alert = keep_overlay, keep_alert
 
     def one_pass(tag: str, names: Sequence[str], record: bool) -> List[Dict[str, Any]]:
         work = os.path.join(out_dir, "work-" + tag)
