@@ -44,8 +44,10 @@ def table(result: Dict[str, Any]) -> str:
                 if flops else ""
             out.append("  %-5s %-12s %s   %s" % (precision, name, "  ".join(cells), gf))
     for precision, lim in result["limits"].items():
-        out.append("  %s machine's best limit, both models every image: %.2f images/s (%.1f ms)"
-                   % (precision, lim["best_ips"], lim["best_ms"]))
+        out.append("  %s machine's best limit, both models every image (runs per film: classifier %d, "
+                   "segmenter %d, as the pipeline; 2 = h-flip TTA): %.2f images/s (%.1f ms)"
+                   % (precision, lim.get("passes", {}).get("classifier", 1), lim.get("passes", {}).get("segmenter", 1),
+                      lim["best_ips"], lim["best_ms"]))
     out += ["", "%-30s %-34s %11s %11s %s" % ("variant", "threads in use", "limit ips", "pipeline", "pipeline/limit")]
     for v in result["variants"]:
         lim, pipe = v["limit"]["throughput_ips"], v["pipeline"]["throughput_ips"]

@@ -1,6 +1,7 @@
 """`python -m bench --quick` on tiny models: the real appliance, a real
 mosquitto, generated films. Checks what is written, never how fast."""
 import json
+import os
 
 import numpy as np
 import onnx
@@ -71,6 +72,24 @@ def test_limit_is_each_model_at_its_best_thread_count_and_follows_the_gate_mix()
     assert lim["best_ips"] == pytest.approx(20.0)          # 1000 / (10 + 40)
     assert lim["mix_ips"] == pytest.approx(1000.0 / 30.0)  # the segmenter ran on half
     assert lim["threads"] == {"classifier": 1, "segmenter": 2}
+
+
+def test_limit_counts_each_model_as_often_as_the_pipeline_runs_it():
+    sweep = {"fp32": {
+        "c": {"task": "classification", "best_threads": 1, "best_ms": 10.0, "passes": 2},
+        "s": {"task": "segmentation", "best_threads": 2, "best_ms": 40.0, "passes": 2}}}
+    lim = limits({"thread_sweep": sweep})["fp32"]
+    assert lim["best_ips"] == pytest.approx(10.0)          # 1000 / (2 x 10 + 2 x 40): h-flip TTA
+    assert lim["passes"] == {"classifier": 2, "segmenter": 2}
+
+
+def test_the_limit_runs_the_mirrored_film_too_when_the_manifest_asks(tmp_path):
+    from bench.runner import passes
+    from edge.inference.manifest import load_manifest
+    shipped = load_manifest(os.path.join(os.path.dirname(__file__), "..", "models", "segmenter", "segmenter.json"))
+    assert passes(shipped) == 2                               # the bundled models ship h-flip TTA
+    cls, _ = write_tiny_models(str(tmp_path))
+    assert passes(load_manifest(cls)) == 1
 
 
 def test_quick_bench_writes_table_json_and_plot(tmp_path, capsys):
