@@ -36,7 +36,8 @@ def matching_net(manifest: ModelManifest, onnx_flops: int) -> Tuple[Any, Dict[st
     """The eager network whose FLOPs at the manifest's input size are nearest
     the ONNX graph's, among the training configs of the same task."""
     from models.nets import count_flops, prepare_for_export
-    from models.train import load_config, net_spec
+    from models.train import net_spec
+    from models.train_config import load_config
     from models.nets import build
     shape = tuple(manifest.input.shape)
     best = None

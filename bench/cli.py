@@ -146,6 +146,7 @@ def without_chest_gate(manifest_path: str, work: str, notes: List[str]) -> str:
     generated phantoms: they are not chest films, and the learned not-a-chest
     gate refuses them. The distance is still computed (it is an output of the
     classifier's graph), so the models' compute is the shipped one."""
+    manifest_path = load_manifest(manifest_path).path      # the config may name the .onnx
     with open(manifest_path) as fh:
         data = json.load(fh)
     if "ood_max" not in data.get("thresholds", {}):
@@ -207,7 +208,8 @@ def run_bench(args: argparse.Namespace, settings) -> int:
         result["thread_sweep"][precision] = runner.measure_thread_counts(
             [p["classifier"], p["segmenter"]], images, counts, args.thread_runs)
     for path in model_paths["fp32"].values():
-        result["flops"][load_manifest(path).name] = onnx_flops(path)
+        manifest = load_manifest(path)
+        result["flops"][manifest.name] = onnx_flops(manifest.model_path)
 
     sampler = runner.RssSampler()
     broker = None

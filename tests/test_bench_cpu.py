@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from bench import cpu
+from bench.stage_clock import StageClock
 
 
 class FakeClock:
@@ -20,7 +21,7 @@ class FakeClock:
 
 def test_stage_clock_times_each_stage_exclusive_of_the_stages_inside():
     clock = FakeClock()
-    stages = cpu.StageClock(clock)
+    stages = StageClock(clock)
 
     def inner():
         clock.now += 0.002
@@ -40,7 +41,7 @@ def test_stage_clock_times_each_stage_exclusive_of_the_stages_inside():
 
 def test_stage_clock_counts_a_stage_that_raises():
     clock = FakeClock()
-    stages = cpu.StageClock(clock)
+    stages = StageClock(clock)
 
     def boom():
         clock.now += 0.005

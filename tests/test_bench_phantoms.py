@@ -21,3 +21,8 @@ def test_the_phantom_manifest_drops_only_the_refusal_and_keeps_the_shipped_model
 def test_a_manifest_without_the_gate_is_used_as_it_is(tmp_path):
     copy = without_chest_gate(SHIPPED, str(tmp_path), [])
     assert without_chest_gate(copy, str(tmp_path / "again"), []) == copy
+
+
+def test_the_config_may_name_the_onnx_file(tmp_path):
+    copy = without_chest_gate(SHIPPED[:-5] + ".onnx", str(tmp_path), [])
+    assert "ood_max" not in load_manifest(copy).thresholds
