@@ -47,7 +47,6 @@ from edge.alerts.topics import Topics
 from edge.capture.diskspace import DiskFloor
 from edge.capture.folders import CaptureFolders, Claimed
 from edge.capture.ledger import Ledger
-from edge.capture.names import display_name
 from edge.capture.retry import Deferred, RetryQueue
 from edge.capture.watcher import Watcher
 from edge.errors import PneumoEdgeError
@@ -213,7 +212,7 @@ class Appliance:
     # -- one file, top to bottom (callers without threads) ------------------
     def process(self, claimed: Claimed) -> Outcome:
         """Intake, then the models and the commit, one after the other."""
-        job = Job.start(claimed)
+        job = Job.start(claimed, self._max_bytes)
         return self.intake(job) or self.complete(job)
 
     def intake(self, job: Job) -> Optional[Outcome]:
@@ -273,7 +272,7 @@ class Appliance:
             claimed = self.folders.claim(path, self._max_bytes)
         except PneumoEdgeError as exc:
             # Still in incoming/ (the rename failed): try again once it settles anew.
-            log.warning("cannot claim %s: %s; will try again", display_name(os.path.basename(path)), exc)
+            log.warning("cannot claim a file: %s; will try again", exc)     # its name: not looked at yet
             self.watcher.again(path)
             self._stop.wait(1.0)
             return
@@ -284,7 +283,7 @@ class Appliance:
         """Intake one file: its final Outcome is published here, or its Job
         waits for the models (at most one: decoding the next film overlaps
         the models' work on this one without piling images up)."""
-        job = Job.start(claimed)
+        job = Job.start(claimed, self._max_bytes)
         outcome = self._rejections.guard(job.claimed, lambda: self.intake(job))
         if outcome is not None:
             self._publish(outcome)

@@ -168,8 +168,9 @@ def cmd_process(args) -> int:
     """Run the pipeline on files and print the alert JSON: no folders, no MQTT."""
     from edge.alerts.schema import build_alert
     from edge.app import build_pipeline
-    from edge.capture.names import display_name
+    from edge.capture.names import safe_label
     from edge.hashing import sha256_file
+    from edge.decode.header_words import HEAD_BYTES, sight_of
     from edge.decode import decode_file
     from edge.errors import DecodeError
     settings = _settings(args)
@@ -184,20 +185,25 @@ def cmd_process(args) -> int:
     pipeline = build_pipeline(settings)
     try:
         for path in todo:
+            # As the appliance labels a file (names.safe_label): the film's own
+            # patient name and birth date masked in its path, as given.
+            label = path
             try:
-                image = decode_file(path, settings.decode)
                 sha, _ = sha256_file(path)
+                with open(path, "rb") as fh:
+                    sight = sight_of(fh.read(HEAD_BYTES), int(settings.decode.max_file_mb * 1048576))
+                label = safe_label(path, sight, "file-" + sha[:12])
+                image = decode_file(path, settings.decode)
                 result = pipeline.run(image)    # the not-a-chest gate refuses here, as a DecodeError
             except DecodeError as exc:
-                print(json.dumps({"file": path, "rejected": getattr(exc, "code", "error"), "reason": str(exc)}))
+                print(json.dumps({"file": label, "rejected": getattr(exc, "code", "error"), "reason": str(exc)}))
                 rc = EXIT_REJECTED
                 continue
             except OSError as exc:         # vanished or changed since the check above
-                print("pneumo-edge: error: %s: %s" % (path, exc.strerror or exc), file=sys.stderr)
+                print("pneumo-edge: error: %s: %s" % (label, exc.strerror or exc), file=sys.stderr)
                 rc = EXIT_REJECTED
                 continue
-            # display_name, as the appliance does: undecodable bytes and newlines escaped
-            alert = build_alert(result, image, file_name=display_name(os.path.basename(path)), file_sha256=sha,
+            alert = build_alert(result, image, file_name=label, file_sha256=sha,   # its last part
                                 site=settings.site, device=settings.device,
                                 identify_by=settings.alerts.identify_by)
             print(json.dumps(alert.to_json(), indent=None if args.compact else 1))

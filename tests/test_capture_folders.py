@@ -108,8 +108,8 @@ def test_reject_moves_the_file_and_writes_its_reason(tmp_path):
         "reason": "no DICOM, PNG or JPEG signature",
         "details": {"first_bytes": "6e6f7420"},
         "sha256": hashlib.sha256(b"not a dicom").hexdigest(),
-        "original_name": "scan.dcm",
-    }
+        "original_name": "file-" + hashlib.sha256(b"not a dicom").hexdigest()[:12],
+    }   # not looked at (Job.start does that): a neutral label, never the name
     assert rejected_at.endswith("Z")
     when = datetime.datetime.fromisoformat(rejected_at[:-1] + "+00:00")
     now = datetime.datetime.now(datetime.timezone.utc)

@@ -22,6 +22,7 @@ duplicate. Nothing is lost either way.
 import datetime
 import errno
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from edge.capture.names import display_name, fit_name, name_bytes
+from edge.capture.names import Sight, fit_name, name_bytes, safe_label
 from edge.errors import CaptureError
 from edge.settings import CaptureSettings
 
@@ -49,6 +50,8 @@ _CHUNK = 1 << 20
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 # Room kept for "-NNNN" and the reason file's ".tmp" sibling when fitting names.
 _SUFFIX_ROOM = 8
+# A neutral label for a file with no content hash (refused unread, strays).
+_INDEX = itertools.count(1)
 
 
 @dataclass
@@ -65,11 +68,23 @@ class Claimed:
     problem: Optional[Tuple[str, str]] = None
     stat_key: Optional[Tuple[int, int]] = None   # (size, mtime_ns) when it was read
     changing: bool = False   # size or mtime moved while it was read: the writer is not done
+    # What the content said about showing the name (Job.start looks); None:
+    # not looked at, so the name is never shown (names.safe_label).
+    sight: Optional[Sight] = None
+    index: int = field(default_factory=lambda: next(_INDEX), compare=False)
 
     @property
     def label(self) -> str:
-        """The name as it may appear in logs, payloads and the ledger."""
-        return display_name(self.name)
+        """The name as it may appear in logs, payloads, reason files and the ledger."""
+        return self.label_for(self.name)
+
+    def label_for(self, name: str) -> str:
+        """Another name of this file (its name in rejected/) under the same rule."""
+        return safe_label(name, self.sight, self.neutral)
+
+    @property
+    def neutral(self) -> str:
+        return "file-" + self.sha256[:12] if self.sha256 else "unread-%d" % self.index
 
     def read(self) -> bytes:
         """The content: kept from the claim, or read now (large files)."""
@@ -174,15 +189,15 @@ class CaptureFolders:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise CaptureError("cannot look at %s: %s" % (display_name(path), exc.strerror))
+            raise CaptureError("cannot look at a file in %s: %s" % (os.path.dirname(path), exc.strerror))
         target = os.path.join(self.processing, _free_name(self.processing, name))
         try:
             os.rename(path, target)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise CaptureError("cannot claim %s into %s: %s"
-                               % (display_name(path), self.processing, exc.strerror))
+            raise CaptureError("cannot claim a file from %s into %s: %s"     # its name is not looked at yet
+                               % (os.path.dirname(path), self.processing, exc.strerror))
         fsync_dir_quietly(self.processing)
         with self._lock:                  # fsynced before this file moves on (module docstring)
             self._unsynced.add(os.path.dirname(path) or ".")
@@ -258,12 +273,16 @@ class CaptureFolders:
             self._remove_quietly(target + REASON_SUFFIX)
             raise
 
-    def quarantine_stray(self, path: str, code: str, reason: str) -> str:
-        """Move a non-regular entry (FIFO, folder, symlink) out of incoming/
-        into rejected/ with a reason file. Renaming moves the entry itself:
-        a link is not followed and a FIFO is never opened."""
-        name = os.path.basename(path)
-        stray = Claimed(path=path, name=name, sha256="", size=0, claimed_at=time.time())
+    @staticmethod
+    def stray(path: str) -> Claimed:
+        """A non-regular entry (FIFO, folder, symlink) as a Claimed: no
+        content, so it is labelled only neutrally."""
+        return Claimed(path=path, name=os.path.basename(path), sha256="", size=0, claimed_at=time.time())
+
+    def quarantine_stray(self, stray: Claimed, code: str, reason: str) -> str:
+        """Move a stray out of incoming/ into rejected/ with a reason file.
+        Renaming moves the entry itself: a link is not followed and a FIFO
+        is never opened."""
         return self.reject(stray, code, reason)
 
     def leftovers(self, max_bytes: Optional[int] = None) -> List[Claimed]:
@@ -342,7 +361,7 @@ class CaptureFolders:
             os.rename(tmp, path)
         except OSError as exc:
             self._remove_quietly(tmp)     # a full disk must not leave half files behind
-            raise CaptureError("cannot write %s: %s" % (display_name(path), exc.strerror))
+            raise CaptureError("cannot write a reason file in %s: %s" % (os.path.dirname(path), exc.strerror))
         fsync_dir_quietly(os.path.dirname(path))
 
 

@@ -7,10 +7,23 @@ line or confuse a display. `display_name` is the one form used in logs,
 events, alerts, the ledger and reason files; the raw name is used only to
 touch the file itself. `fit_name` keeps names within the file system's
 255-byte limit once a suffix (`-N`, `.reason.json`) is added.
+
+A name may also be the patient's (`Smith^Johanna.dcm`, `smith_19480213.dcm`).
+`safe_label` is what a name may be shown as once the content has been looked
+at (a `Sight`): a DICOM film's own patient-name words and birth date masked
+(edge.decode.withheld.scrub), a PNG/JPEG's date-like digit runs masked (it has
+no header to say whose it is: its name is the site's responsibility), and
+anything else, or a file not looked at yet, shown only as a neutral label
+(the content's sha256 prefix or a claim index), never by its name.
 """
 import hashlib
 import os
+import re
 import unicodedata
+from dataclasses import dataclass
+from typing import FrozenSet, Optional
+
+from edge.decode.withheld import MASK, scrub
 
 NAME_MAX = 255   # bytes, ext4/xfs/btrfs and most others
 
@@ -51,3 +64,47 @@ def fit_name(name: str, reserve: int = 0, limit: int = NAME_MAX) -> str:
     tag = b"~" + hashlib.sha256(raw).hexdigest()[:8].encode("ascii")
     keep = max(1, room - len(tag) - len(ext))
     return os.fsdecode(stem[:keep] + tag + ext)
+
+
+# YYYYMMDD / YYYY-MM-DD / YYYY.MM.DD and DD.MM.YYYY / DD-MM-YYYY / DD_MM_YYYY,
+# years 1900-2099, not inside a longer digit run.
+_DATE_RUN = re.compile(
+    r"(?<![0-9])(?:(?:19|20)[0-9]{2}([-._]?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0?[1-9]|[12][0-9]|3[01])([-._])(?:0?[1-9]|1[0-2])\2(?:19|20)[0-9]{2})(?![0-9])")
+
+
+def mask_dates(text: str) -> str:
+    """`text` with every date-like digit run replaced by ***."""
+    return _DATE_RUN.sub(MASK, text)
+
+
+@dataclass(frozen=True)
+class Sight:
+    """What a file's content says about showing its name: kind "dicom"
+    (header read; `words` its patient's name words and birth date),
+    "raster" (PNG/JPEG) or "opaque" (no readable header)."""
+    kind: str
+    words: FrozenSet[str] = frozenset()
+
+
+def safe_label(name: str, sight: Optional[Sight], neutral: str) -> str:
+    """The display_name of `name` as it may appear in logs and payloads
+    (module docstring); `neutral` when the content gives no way to tell."""
+    if sight is None or sight.kind not in ("dicom", "raster"):
+        return neutral
+    shown = display_name(name)
+    if sight.kind == "dicom":
+        return scrub(shown, with_date_spellings(sight.words))
+    return mask_dates(shown)
+
+
+def with_date_spellings(words: FrozenSet[str]) -> FrozenSet[str]:
+    """`words` plus the ways a cart may spell an 8-digit birth date in a
+    name: 13.02.1948, 13-02-1948, 13_02_1948, 13021948, 1948-02-13 ..."""
+    more = set(words)
+    for w in words:
+        if len(w) == 8 and w.isdigit() and w[:2] in ("19", "20"):
+            y, m, d = w[:4], w[4:6], w[6:]
+            for sep in (".", "-", "_", ""):
+                more.update((sep.join((d, m, y)), sep.join((y, m, d))))
+    return frozenset(more)

@@ -8,7 +8,6 @@ from typing import Callable, Optional
 
 from edge.capture.folders import CaptureFolders, Claimed
 from edge.capture.ledger import Ledger
-from edge.capture.names import display_name
 from edge.capture.retry import RetryQueue
 from edge.errors import DecodeError, PneumoEdgeError
 from edge.stages.events import Events
@@ -70,7 +69,7 @@ class Rejections:
                 self.ledger.mark_rejected(conn, claimed.sha256, code, reason)
         where = self.folders.reject(claimed, code, reason)
         self.tally.count("rejected")
-        log.warning("%s rejected (%s): %s -> %s", claimed.label, code, reason, display_name(where))
+        log.warning("%s rejected (%s): %s -> %s", claimed.label, code, reason, _shown(claimed, where))
         return Outcome(claimed.label, "rejected", reason=reason)
 
     def duplicate(self, claimed: Claimed, alert_id: Optional[str]) -> Outcome:
@@ -99,10 +98,11 @@ class Rejections:
         """A FIFO, folder or symlink in incoming/ is moved to rejected/ with a
         reason file; one that cannot be moved (a folder owned by another
         user) is reported once and left. Either way an event says so."""
-        name = display_name(os.path.basename(path))
+        stray = self.folders.stray(path)
+        name = stray.label            # no content to look at: a neutral label, never its name
         reason = "a %s, not an image file" % kind
         try:
-            where = self.folders.quarantine_stray(path, "not_a_file", reason + "; moved out of incoming/")
+            where = self.folders.quarantine_stray(stray, "not_a_file", reason + "; moved out of incoming/")
         except FileNotFoundError:
             return None
         except PneumoEdgeError as exc:
@@ -110,6 +110,11 @@ class Rejections:
             reason += "; it cannot be moved out of incoming/ (%s): remove it by hand" % one_line(exc)
         self.tally.count("rejected")
         (log.warning if where else log.error)("%s rejected (not_a_file): %s%s", name, reason,
-                                              " -> " + display_name(where) if where else "")
+                                              " -> " + _shown(stray, where) if where else "")
         self.events.publish("not_a_file", reason, kind="rejected", file_name=name, sha256=None)
         return Outcome(name, "rejected", reason=reason)
+
+
+def _shown(claimed: Claimed, where: str) -> str:
+    """A path the file was moved to, its name under the file's label rule."""
+    return os.path.join(os.path.dirname(where), claimed.label_for(os.path.basename(where)))

@@ -8,6 +8,7 @@ internet). With display.token_file set every route but /healthz needs the
 token: `Authorization: Bearer <token>`, or once `?token=<token>` on the page
 URL, which sets a cookie (a kiosk browser cannot send headers).
 """
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -23,7 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional
 from urllib.parse import parse_qs, urlsplit
 
-from edge.capture.names import display_name
+from edge.capture.names import safe_label
+from edge.decode.header_words import sight_of
 from edge.errors import AlertError, ConfigError, DecodeError, PneumoEdgeError
 from edge.settings import Settings
 from edge.decode.checks import check_file_size
@@ -293,7 +295,10 @@ class Handler(BaseHTTPRequestHandler):
             check_file_size(len(data), settings.decode)     # the file itself, without the form around it
             if name == "upload":
                 name = (parse_qs(urlsplit(self.path).query).get("name") or ["upload"])[0]
-            name = display_name(name)       # as for the capture folder: a newline must not forge a log line
+            # As for the capture folder (names.safe_label): escaped, and the film's own
+            # patient name and birth date masked, or a neutral label for unrecognised content.
+            name = safe_label(name, sight_of(data, int(settings.decode.max_file_mb * 1048576)),
+                              "upload-" + hashlib.sha256(data).hexdigest()[:12])
             status, payload = predictor.predict(name, data)
             reply = json.dumps(payload, allow_nan=False).encode("utf-8")     # a NaN is a fault, not a reply
         except BadUpload as exc:
