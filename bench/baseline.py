@@ -35,13 +35,19 @@ def torch_problem() -> Optional[str]:
 
 def matching_net(manifest: ModelManifest, onnx_flops: int) -> Tuple[Any, Dict[str, Any]]:
     """The eager network whose FLOPs at the manifest's input size are nearest
-    the ONNX graph's, among the training configs of the same task."""
+    the ONNX graph's: the bundled pair's own, or a training config's of the same task."""
     from models.nets import count_flops, prepare_for_export
     from models.train import net_spec
     from models.train_config import load_config
     from models.nets import build
     shape = tuple(manifest.input.shape)
     best = None
+    for net, where in _bundled_candidates(manifest.task):
+        flops = count_flops(net, shape)
+        gap = abs(flops - onnx_flops) / float(max(onnx_flops, 1))
+        if best is None or gap < best[1]["flops_gap"]:
+            best = (net, {"config": where, "spec": type(net).__name__, "torch_flops": flops,
+                          "onnx_flops": onnx_flops, "flops_gap": gap})
     for path in sorted(glob.glob(CONFIG_GLOB)):
         try:
             cfg = load_config(path)
@@ -60,6 +66,21 @@ def matching_net(manifest: ModelManifest, onnx_flops: int) -> Tuple[Any, Dict[st
         raise LookupError("no models/configs/*.yaml builds a %s network" % manifest.task)
     best[1]["like_for_like"] = best[1]["flops_gap"] <= LIKE_FOR_LIKE
     return best
+
+
+def _bundled_candidates(task: str):
+    """The bundled pair's own network (models/export_lite0.py: the shared-encoder
+    U-Net of models/cvtrain.py's recipe), random weights: speed only."""
+    from models.cvtrain import Recipe
+    from models.export_lite0 import ClassifierHead, MaskOnly
+    from models.nets import build_lite0_unet
+    net = build_lite0_unet(Recipe().decoder_channels, pretrained=False).eval()
+    where = "models/export_lite0.py (the bundled pair's network)"
+    if task == "segmentation":
+        return [(MaskOnly(net).eval(), where)]
+    dim = int(sum(net.encoder.out_channels[2:]))
+    head = ClassifierHead(net, np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32)).eval()
+    return [(head, where)]
 
 
 def measure_baseline(paths: Sequence[str], manifests: Sequence[ModelManifest],
