@@ -1,6 +1,8 @@
 """Shared pieces of the standing attack suite (tests/test_attacks_*.py):
 an in-process appliance on real folders, SQLite and mosquitto, hostile
 files made at test time, and ways to wait for what happened to them."""
+import contextlib
+import logging
 import os
 import queue
 import tempfile
@@ -69,3 +71,21 @@ def reason_files(folder: str) -> List[str]:
 
 def entries(folder: str) -> List[str]:
     return sorted(ascii(n) for n in os.listdir(folder))
+
+
+@contextlib.contextmanager
+def appliance_logs(stream):
+    """The appliance's own log handler and filters at DEBUG into `stream`;
+    the root logger as it was afterwards."""
+    from edge import logsetup
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    logsetup.setup_logging("DEBUG", stream=stream)
+    try:
+        yield
+    finally:
+        for h in root.handlers[:]:
+            if h not in saved[0]:
+                root.removeHandler(h)
+        root.setLevel(saved[1])
+

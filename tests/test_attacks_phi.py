@@ -6,15 +6,13 @@ MQTT payload, every log line (through the appliance's own handler, at
 DEBUG), every reason file and the database are searched."""
 import glob
 import io
-import logging
 import os
 import struct
 
 import pytest
 
-from edge import logsetup
 from edge.app import Appliance
-from tests.attack_kit import BIRTH_DATE, PATIENT_NAME, SECRETS, collect, dicom_bytes, drop, settings_for
+from tests.attack_kit import BIRTH_DATE, PATIENT_NAME, SECRETS, appliance_logs, collect, dicom_bytes, drop, settings_for
 from tests.mosquitto import Subscriber
 from tests.test_appliance import received
 
@@ -62,25 +60,19 @@ def hostile_files():
 
 def test_no_patient_name_or_birth_date_in_any_payload_log_line_reason_file_or_database(tmp_path, mosquitto):
     buf = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    logsetup.setup_logging("DEBUG", stream=buf)           # the appliance's own handler and filters
-    files = hostile_files()
-    app = Appliance(settings_for(tmp_path, mosquitto.port))
-    try:
-        with Subscriber(mosquitto.port, [app.topics.base + "/#"]) as sub:
-            app.start()
-            for name, data in sorted(files.items()):
-                drop(app.folders.incoming, name, data)
-            outcomes = collect(app, len(files), timeout=120)
-            sub.wait_for(lambda s: app.outbox.depth() == 0, 30)
-            payloads = [m.payload for m in received(sub, app.topics.base + "/#")]
-    finally:
-        app.stop()
-        for h in root.handlers[:]:
-            if h not in saved[0]:
-                root.removeHandler(h)
-        root.setLevel(saved[1])
+    with appliance_logs(buf):          # the appliance's own handler and filters
+        files = hostile_files()
+        app = Appliance(settings_for(tmp_path, mosquitto.port))
+        try:
+            with Subscriber(mosquitto.port, [app.topics.base + "/#"]) as sub:
+                app.start()
+                for name, data in sorted(files.items()):
+                    drop(app.folders.incoming, name, data)
+                outcomes = collect(app, len(files), timeout=120)
+                sub.wait_for(lambda s: app.outbox.depth() == 0, 30)
+                payloads = [m.payload for m in received(sub, app.topics.base + "/#")]
+        finally:
+            app.stop()
     assert {o.state for o in outcomes} <= {"alerted", "rejected"}
     assert not [o for o in outcomes if o.reason and o.reason.startswith("internal error")]
     assert len(payloads) >= len(files)

@@ -7,7 +7,6 @@ at DEBUG), every reason file and the database are searched, any case."""
 import glob
 import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -15,11 +14,10 @@ import sys
 import numpy as np
 import pytest
 
-from edge import logsetup
 from edge.app import Appliance
 from edge.capture.names import Sight, mask_dates, safe_label
 from edge.decode.header_words import sight_of
-from tests.attack_kit import BIRTH_DATE, PATIENT_NAME, collect, dicom_bytes, drop, settings_for
+from tests.attack_kit import BIRTH_DATE, appliance_logs, collect, dicom_bytes, drop, settings_for
 from tests.dicom_factory import write_png
 from tests.mosquitto import Subscriber
 from edge.alerts.schema import decode as decode_payload
@@ -66,43 +64,37 @@ def _png(name_dir, name):
 @pytest.mark.slow
 def test_names_in_file_and_folder_names_never_leave_the_device(tmp_path, mosquitto):
     buf = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    logsetup.setup_logging("DEBUG", stream=buf)            # the appliance's own handler and filters
-    app = Appliance(settings_for(tmp_path, mosquitto.port))
-    film, other = dicom_bytes(40, positive=True), dicom_bytes(41)
-    # Left in processing/ by an "earlier run": logged at start, before its header is read.
-    with open(os.path.join(app.folders.processing, "JOHANNA SMITH 19480213.dcm"), "wb") as fh:
-        fh.write(dicom_bytes(42))
-    files = {
-        "Smith^Johanna.dcm": film,
-        "SMITH JOHANNA 13.02.1948.dcm": other,
-        "smith_johanna_19480213.dcm": dicom_bytes(43, modality="MR"),        # rejected: wrong modality
-        "Smith^Johanna-cut.dcm": b"\0" * 128 + b"DICM" + os.urandom(600),    # no header to read
-        "xray_13.02.1948.png": _png(str(tmp_path), "a"),                      # no header: dates masked
-        "chest-1.dcm": dicom_bytes(44),                                        # an innocent name
-    }
-    try:
-        with Subscriber(mosquitto.port, [app.topics.base + "/#"]) as sub:
-            app.start()
-            outcomes = collect(app, 1, timeout=60)                        # the leftover
-            folder = os.path.join(app.folders.incoming, "SMITH JOHANNA")  # a cart's patient folder
-            os.mkdir(folder)
-            with open(os.path.join(folder, "IM1.dcm"), "wb") as fh:
-                fh.write(other)
-            for name, data in sorted(files.items()):
-                drop(app.folders.incoming, name, data)
-            outcomes += collect(app, len(files) + 1, timeout=120)
-            drop(app.folders.incoming, "Johanna^Smith^copy.dcm", film)      # the same bytes again
-            outcomes += collect(app, 1, timeout=60)
-            sub.wait_for(lambda s: app.outbox.depth() == 0, 30)
-            messages = received(sub, app.topics.base + "/#")
-    finally:
-        app.stop()
-        for h in root.handlers[:]:
-            if h not in saved[0]:
-                root.removeHandler(h)
-        root.setLevel(saved[1])
+    with appliance_logs(buf):          # the appliance's own handler and filters
+        app = Appliance(settings_for(tmp_path, mosquitto.port))
+        film, other = dicom_bytes(40, positive=True), dicom_bytes(41)
+        # Left in processing/ by an "earlier run": logged at start, before its header is read.
+        with open(os.path.join(app.folders.processing, "JOHANNA SMITH 19480213.dcm"), "wb") as fh:
+            fh.write(dicom_bytes(42))
+        files = {
+            "Smith^Johanna.dcm": film,
+            "SMITH JOHANNA 13.02.1948.dcm": other,
+            "smith_johanna_19480213.dcm": dicom_bytes(43, modality="MR"),        # rejected: wrong modality
+            "Smith^Johanna-cut.dcm": b"\0" * 128 + b"DICM" + os.urandom(600),    # no header to read
+            "xray_13.02.1948.png": _png(str(tmp_path), "a"),                      # no header: dates masked
+            "chest-1.dcm": dicom_bytes(44),                                        # an innocent name
+        }
+        try:
+            with Subscriber(mosquitto.port, [app.topics.base + "/#"]) as sub:
+                app.start()
+                outcomes = collect(app, 1, timeout=60)                        # the leftover
+                folder = os.path.join(app.folders.incoming, "SMITH JOHANNA")  # a cart's patient folder
+                os.mkdir(folder)
+                with open(os.path.join(folder, "IM1.dcm"), "wb") as fh:
+                    fh.write(other)
+                for name, data in sorted(files.items()):
+                    drop(app.folders.incoming, name, data)
+                outcomes += collect(app, len(files) + 1, timeout=120)
+                drop(app.folders.incoming, "Johanna^Smith^copy.dcm", film)      # the same bytes again
+                outcomes += collect(app, 1, timeout=60)
+                sub.wait_for(lambda s: app.outbox.depth() == 0, 30)
+                messages = received(sub, app.topics.base + "/#")
+        finally:
+            app.stop()
     states = sorted(o.state for o in outcomes)
     assert states.count("duplicate") == 1 and states.count("alerted") >= 4, outcomes
     assert states.count("rejected") == 3, outcomes        # the MR, the cut file, the folder

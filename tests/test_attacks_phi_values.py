@@ -8,20 +8,18 @@ fix the rejection reason, the event, the log line and the ledger quoted
 them. The search here ignores case: DICOM names are usually upper case."""
 import glob
 import io
-import logging
 import os
 from dataclasses import replace
 
 import pydicom
 import pytest
 
-from edge import logsetup
 from edge.app import Appliance
 from edge.decode import decode_bytes
 from edge.errors import DecodeError
 from edge.gate import check_body_part
 from edge.decode.withheld import patient_words, scrub
-from tests.attack_kit import BIRTH_DATE, collect, dicom_bytes, drop, settings_for
+from tests.attack_kit import BIRTH_DATE, appliance_logs, collect, dicom_bytes, drop, settings_for
 from tests.mosquitto import Subscriber
 from tests.test_appliance import received
 
@@ -79,26 +77,20 @@ def test_words_are_masked_whole_and_in_any_case():
 
 def test_through_the_appliance_no_payload_log_reason_or_ledger_holds_them(tmp_path, mosquitto):
     buf = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    logsetup.setup_logging("DEBUG", stream=buf)
-    settings = settings_for(tmp_path, mosquitto.port)
-    settings.alerts = replace(settings.alerts, identify_by=["accession_number"])   # the one opt-in identifier
-    app = Appliance(settings)
-    try:
-        with Subscriber(mosquitto.port, [app.topics.base + "/#"]) as sub:
-            app.start()
-            for i, (name, elements) in enumerate(sorted(FILES.items())):
-                drop(app.folders.incoming, name, planted(40 + i, **elements))
-            outcomes = collect(app, len(FILES), timeout=60)
-            sub.wait_for(lambda s: app.outbox.depth() == 0, 30)
-            payloads = [lowered(m.payload) for m in received(sub, app.topics.base + "/#")]
-    finally:
-        app.stop()
-        for h in root.handlers[:]:
-            if h not in saved[0]:
-                root.removeHandler(h)
-        root.setLevel(saved[1])
+    with appliance_logs(buf):          # the appliance's own handler and filters
+        settings = settings_for(tmp_path, mosquitto.port)
+        settings.alerts = replace(settings.alerts, identify_by=["accession_number"])   # the one opt-in identifier
+        app = Appliance(settings)
+        try:
+            with Subscriber(mosquitto.port, [app.topics.base + "/#"]) as sub:
+                app.start()
+                for i, (name, elements) in enumerate(sorted(FILES.items())):
+                    drop(app.folders.incoming, name, planted(40 + i, **elements))
+                outcomes = collect(app, len(FILES), timeout=60)
+                sub.wait_for(lambda s: app.outbox.depth() == 0, 30)
+                payloads = [lowered(m.payload) for m in received(sub, app.topics.base + "/#")]
+        finally:
+            app.stop()
     states = {o.name: o.state for o in outcomes}
     assert states["accession-surname.dcm"] == "alerted"
     assert sum(1 for s in states.values() if s == "rejected") == 5
