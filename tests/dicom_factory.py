@@ -156,6 +156,21 @@ def _compress(ds: Dataset, stored: np.ndarray, compression: str) -> None:
         raise EncoderUnavailable("%s encoding failed here: %s" % (compression, exc))
 
 
+def with_frame(ds: Dataset, frame: bytes, transfer_syntax: str, path) -> bytes:
+    """`ds` with one encapsulated frame already encoded in `transfer_syntax`,
+    written explicit VR little endian (the same file on pydicom 2.4 and 3); its bytes."""
+    from pydicom.encaps import encapsulate
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].is_undefined_length = True
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    if int(pydicom.__version__.split(".")[0]) < 3:
+        ds.is_implicit_VR, ds.is_little_endian = False, True
+    _save(ds, str(path), preamble=True)
+    with open(str(path), "rb") as fh:
+        return fh.read()
+
+
 def write_png(path, pixels: np.ndarray, bits: int = 8, rgb: bool = False) -> str:
     """Writes `pixels` as stored (uint8 for bits=8, uint16 for bits=16)."""
     path = str(path)

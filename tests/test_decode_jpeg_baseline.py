@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pydicom
 import pytest
-from pydicom.encaps import encapsulate
 
 from edge.decode import decode_bytes, dicom as dicom_mod
 from edge.decode.dct_scale import reduced_scale
@@ -20,7 +19,7 @@ from edge.inference.onnxruntime import OnnxRuntimeBackend
 from edge.pipeline import Pipeline
 from edge.postprocess import contours_to_mask
 from edge.resolution import decode_side
-from tests.dicom_factory import chest_phantom, write_dicom
+from tests.dicom_factory import chest_phantom, with_frame, write_dicom
 from tests.tiny_models import write_tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,17 +35,7 @@ def _jpeg_dicom(tmp_path, px: np.ndarray, name: str = "f.dcm", frame: bytes = b"
         ok, buf = cv2.imencode(".jpg", px.astype(np.uint8), [int(cv2.IMWRITE_JPEG_QUALITY), 95])
         assert ok
         frame = buf.tobytes()
-    ds.PixelData = encapsulate([frame])
-    ds["PixelData"].is_undefined_length = True
-    ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = JPEG_BASELINE
-    path = str(tmp_path / name)
-    if int(pydicom.__version__.split(".")[0]) >= 3:
-        ds.save_as(path, enforce_file_format=True)
-    else:
-        ds.is_implicit_VR, ds.is_little_endian = False, True
-        ds.save_as(path, write_like_original=False)
-    return open(path, "rb").read()
+    return with_frame(ds, frame, JPEG_BASELINE, tmp_path / name)
 
 
 def _pydicom_only(monkeypatch):

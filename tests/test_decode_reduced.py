@@ -13,7 +13,7 @@ from edge.pipeline import Pipeline
 from edge.resolution import decode_side, to_original
 from edge.settings import DecodeSettings
 from edge.types import Geometry
-from tests.dicom_factory import chest_phantom, write_dicom
+from tests.dicom_factory import JPEG_2000_LOSSLESS, chest_phantom, with_frame, write_dicom
 from tests.tiny_models import write_tiny_models
 
 needs_glymur = pytest.mark.skipif(not j2k.available()[0], reason="glymur/libopenjp2 not installed")
@@ -51,22 +51,11 @@ def _film(tmp_path, size=1024):
     cannot encode JPEG 2000) gets the same file as pydicom 3."""
     import glymur
     import pydicom
-    from pydicom.encaps import encapsulate
     px = chest_phantom(size, size, bits=12)
     px[size // 4:size // 2, size // 8:size // 3] = 4095        # a bright block the tiny models call positive
     ds = pydicom.dcmread(write_dicom(tmp_path / "plain.dcm", px, pixel_spacing=(0.2, 0.2)))
     glymur.Jp2k(str(tmp_path / "f.j2k"), data=px.astype(np.uint16), numres=6)     # 5 levels, lossless
-    ds.PixelData = encapsulate([(tmp_path / "f.j2k").read_bytes()])
-    ds["PixelData"].is_undefined_length = True
-    ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
-    path = str(tmp_path / "f.dcm")
-    if int(pydicom.__version__.split(".")[0]) >= 3:
-        ds.save_as(path, enforce_file_format=True)
-    else:
-        ds.is_implicit_VR, ds.is_little_endian = False, True
-        ds.save_as(path, write_like_original=False)
-    return open(path, "rb").read()
+    return with_frame(ds, (tmp_path / "f.j2k").read_bytes(), JPEG_2000_LOSSLESS, tmp_path / "f.dcm")
 
 
 @needs_glymur
