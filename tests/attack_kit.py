@@ -2,6 +2,7 @@
 an in-process appliance on real folders, SQLite and mosquitto, hostile
 files made at test time, and ways to wait for what happened to them."""
 import contextlib
+import io
 import logging
 import os
 import queue
@@ -30,6 +31,17 @@ def dicom_bytes(seed: int = 0, positive: bool = False, size=(400, 400), **kw) ->
                     sop_instance_uid="1.2.826.0.1.3680043.8.498.%d" % (seed + 1), **kw)
         with open(path, "rb") as f:
             return f.read()
+
+
+def dicom_with(seed: int = 0, **elements) -> bytes:
+    """A 300 px attack film (dicom_bytes) with these header elements set as given."""
+    import pydicom
+    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(seed, size=(300, 300))))
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
 
 
 def drop(incoming: str, name: Union[str, bytes], data: bytes) -> bytes:

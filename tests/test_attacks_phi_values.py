@@ -19,7 +19,7 @@ from edge.decode import decode_bytes
 from edge.errors import DecodeError
 from edge.gate import check_body_part
 from edge.decode.withheld import patient_words, scrub
-from tests.attack_kit import BIRTH_DATE, appliance_logs, collect, dicom_bytes, drop, settings_for
+from tests.attack_kit import BIRTH_DATE, appliance_logs, collect, dicom_with, drop, settings_for
 from tests.mosquitto import Subscriber
 from tests.test_appliance import received
 
@@ -29,15 +29,6 @@ SECRETS = (b"smith", b"johanna", BIRTH_DATE.encode(), "núñez".encode(), "josé
 
 def lowered(data: bytes) -> bytes:
     return data.decode("utf-8", "replace").lower().encode("utf-8")
-
-
-def planted(seed: int, **elements) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(seed, size=(300, 300))))
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    out = io.BytesIO()
-    ds.save_as(out)
-    return out.getvalue()
 
 
 FILES = {
@@ -62,7 +53,7 @@ def refusal(data: bytes) -> str:
 
 @pytest.mark.parametrize("name", sorted(FILES))
 def test_the_decoder_never_says_the_films_own_name_or_birth_date(name):
-    said = refusal(planted(0, **FILES[name])).lower().encode("utf-8")
+    said = refusal(dicom_with(0, **FILES[name])).lower().encode("utf-8")
     for secret in SECRETS:
         assert secret not in said, said
 
@@ -85,7 +76,7 @@ def test_through_the_appliance_no_payload_log_reason_or_ledger_holds_them(tmp_pa
             with Subscriber(mosquitto.port, [app.topics.base + "/#"]) as sub:
                 app.start()
                 for i, (name, elements) in enumerate(sorted(FILES.items())):
-                    drop(app.folders.incoming, name, planted(40 + i, **elements))
+                    drop(app.folders.incoming, name, dicom_with(40 + i, **elements))
                 outcomes = collect(app, len(FILES), timeout=60)
                 sub.wait_for(lambda s: app.outbox.depth() == 0, 30)
                 payloads = [lowered(m.payload) for m in received(sub, app.topics.base + "/#")]

@@ -6,20 +6,18 @@ an internal fault (the `process` command printed invalid JSON saying
 "no pneumothorax"). An infinite Pixel Spacing did the same through the
 area. These must end as a `corrupt` rejection, or decode with the
 number ignored, on the first attempt."""
-import io
 import json
 import os
 import subprocess
 import sys
 
 import numpy as np
-import pydicom
 import pytest
 
 from edge.app import Appliance
 from edge.decode import decode_bytes
 from edge.errors import DecodeError
-from tests.attack_kit import collect, dicom_bytes, drop, settings_for
+from tests.attack_kit import collect, dicom_with, drop, settings_for
 from tests.mosquitto import Subscriber
 from tests.test_appliance import alerts_from
 
@@ -30,22 +28,13 @@ def no_nan(word: str):
     raise AssertionError("not JSON: %s" % word)
 
 
-def film(seed: int = 0, **elements) -> bytes:
-    ds = pydicom.dcmread(io.BytesIO(dicom_bytes(seed, size=(300, 300))))
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    out = io.BytesIO()
-    ds.save_as(out)
-    return out.getvalue()
-
-
 @pytest.mark.parametrize("elements", [
     dict(RescaleSlope="NaN"), dict(RescaleSlope="inf"), dict(RescaleSlope="-inf"),
     dict(RescaleIntercept="nan"), dict(RescaleSlope="1e300"),
 ], ids=lambda e: "-".join("%s=%s" % kv for kv in e.items()))
 def test_a_rescale_that_is_not_a_finite_usable_number_is_corrupt(elements):
     with pytest.raises(DecodeError) as info:
-        decode_bytes(film(**elements))
+        decode_bytes(dicom_with(**elements))
     assert info.value.code == "corrupt"
 
 
@@ -55,16 +44,16 @@ def test_a_rescale_that_is_not_a_finite_usable_number_is_corrupt(elements):
 ], ids=lambda e: "-".join("%s=%s" % kv for kv in e.items()))
 def test_a_window_that_is_not_finite_is_ignored_and_the_film_still_reads(elements):
     """The window is only a display hint: the percentile window takes over."""
-    pixels = decode_bytes(film(**elements)).pixels
+    pixels = decode_bytes(dicom_with(**elements)).pixels
     assert np.isfinite(pixels).all()
     assert pixels.max() - pixels.min() > 0.5       # not a blank (all-0 / all-0.5) picture
 
 
 @pytest.mark.parametrize("spacing", [["inf", "inf"], ["nan", "0.2"], ["1e30", "1e30"], ["1e-300", "1e-300"]])
 def test_an_impossible_pixel_spacing_is_unknown_not_an_infinite_area(spacing):
-    image = decode_bytes(film(PixelSpacing=spacing))
+    image = decode_bytes(dicom_with(PixelSpacing=spacing))
     assert image.pixel_spacing_mm is None
-    assert decode_bytes(film(PixelSpacing=["0.143", "0.143"])).pixel_spacing_mm == (0.143, 0.143)
+    assert decode_bytes(dicom_with(PixelSpacing=["0.143", "0.143"])).pixel_spacing_mm == (0.143, 0.143)
 
 
 def test_in_the_appliance_they_are_rejected_once_or_alerted_with_valid_json(tmp_path, mosquitto):
@@ -72,9 +61,9 @@ def test_in_the_appliance_they_are_rejected_once_or_alerted_with_valid_json(tmp_
     try:
         with Subscriber(mosquitto.port, [app.topics.alert]) as sub:
             app.start()
-            drop(app.folders.incoming, "slope-nan.dcm", film(1, RescaleSlope="NaN"))
-            drop(app.folders.incoming, "center-nan.dcm", film(2, WindowCenter="nan"))
-            drop(app.folders.incoming, "spacing-inf.dcm", film(3, PixelSpacing=["inf", "inf"]))
+            drop(app.folders.incoming, "slope-nan.dcm", dicom_with(1, RescaleSlope="NaN"))
+            drop(app.folders.incoming, "center-nan.dcm", dicom_with(2, WindowCenter="nan"))
+            drop(app.folders.incoming, "spacing-inf.dcm", dicom_with(3, PixelSpacing=["inf", "inf"]))
             outcomes = {o.name: o for o in collect(app, 3, timeout=60, final=False)}
             sub.wait_for(lambda s: len(s.messages) >= 2, 30)
             alerts = {a["source"]["file_name"]: a for a in alerts_from(sub, app.topics.alert)}
@@ -96,7 +85,7 @@ def test_process_prints_a_rejection_not_invalid_json_for_a_nan_film(tmp_path):
     config = tmp_path / "edge.yaml"
     config.write_text("models:\n  classifier: %s\n  segmenter: %s\n" % (cls, seg))
     bad = tmp_path / "nan.dcm"
-    bad.write_bytes(film(4, RescaleIntercept="NaN"))
+    bad.write_bytes(dicom_with(4, RescaleIntercept="NaN"))
     proc = subprocess.run([sys.executable, "-m", "edge.cli", "process", "--compact", "--config", str(config),
                            str(bad)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
@@ -114,7 +103,7 @@ def test_process_names_a_file_as_the_appliance_does_escaped(tmp_path):
     config.write_text("models:\n  classifier: %s\n  segmenter: %s\n" % (cls, seg))
     path = os.path.join(os.fsencode(str(tmp_path)), b"cart\xff\nfilm.dcm")
     with open(path, "wb") as fh:
-        fh.write(film(5))
+        fh.write(dicom_with(5))
     proc = subprocess.run([os.fsencode(sys.executable), b"-m", b"edge.cli", b"process", b"--compact",
                            b"--config", os.fsencode(str(config)), path], cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
