@@ -21,7 +21,7 @@ from edge.store import DB_NAME
 from edge.types import Finding
 from tests.mosquitto import Subscriber
 from tests.test_appliance import ROOT, drop_dicom, received, start_process, wait_msgs, wait_until
-from tests.tiny_models import write_tiny_models
+from tests.test_appliance import write_config as appliance_config
 
 
 def test_a_finding_survives_its_pending_row_exactly():
@@ -41,17 +41,8 @@ def free_port() -> int:
 
 def write_config(tmp_path, port: int) -> str:
     """Overlays on, results for PACS on (to a port nobody listens on: they stay queued)."""
-    cls, seg = write_tiny_models(str(tmp_path / "models"))
-    path = tmp_path / "edge.yaml"
-    path.write_text(
-        "site: ward-4\ndevice: cart-9\nstate_dir: %s\n"
-        "capture:\n  dir: %s\n  settle_s: 0.1\n  poll_interval_s: 0.05\n"
-        "models:\n  classifier: %s\n  segmenter: %s\n  threads: 1\n  warmup: 1\n"
-        "mqtt:\n  host: 127.0.0.1\n  port: %d\n  reconnect_min_s: 0.2\n  reconnect_max_s: 1.0\n"
-        "pacs:\n  enabled: true\n  host: 127.0.0.1\n  port: %d\n  called_ae: NOBODY\n"
-        "  retry_min_s: 60\n  timeout_s: 2\n"
-        % (tmp_path / "state", tmp_path / "capture", cls, seg, port, free_port()))
-    return str(path)
+    return appliance_config(tmp_path, port, "pacs:\n  enabled: true\n  host: 127.0.0.1\n  port: %d\n"
+                            "  called_ae: NOBODY\n  retry_min_s: 60\n  timeout_s: 2\n" % free_port())
 
 
 def db_rows(tmp_path, sql, *args):

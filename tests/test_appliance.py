@@ -207,7 +207,8 @@ def test_patient_name_and_birth_date_never_leave_the_device(tmp_path, mosquitto,
 
 # -- the appliance as a process: SIGKILL mid-stream, restart, nothing lost ----------------
 
-def write_config(tmp_path, port: int) -> str:
+def write_config(tmp_path, port: int, more: str = "") -> str:
+    """A config file for a real `pneumo-edge run` on tiny models; `more`: further YAML sections."""
     cls, seg = write_tiny_models(str(tmp_path / "models"))
     path = tmp_path / "edge.yaml"
     path.write_text(
@@ -215,7 +216,7 @@ def write_config(tmp_path, port: int) -> str:
         "capture:\n  dir: %s\n  settle_s: 0.1\n  poll_interval_s: 0.05\n"
         "models:\n  classifier: %s\n  segmenter: %s\n  threads: 1\n  warmup: 1\n"
         "mqtt:\n  host: 127.0.0.1\n  port: %d\n  reconnect_min_s: 0.2\n  reconnect_max_s: 1.0\n"
-        % (tmp_path / "state", tmp_path / "capture", cls, seg, port))
+        % (tmp_path / "state", tmp_path / "capture", cls, seg, port) + more)
     return str(path)
 
 
