@@ -73,13 +73,14 @@ def _bundled_candidates(task: str):
     U-Net of models/cvtrain.py's recipe), random weights: speed only."""
     from models.cvtrain import Recipe
     from models.export_lite0 import ClassifierHead, MaskOnly
-    from models.nets import build_lite0_unet
+    from models.nets import LAYOUT_SIDE, build_lite0_unet
     net = build_lite0_unet(Recipe().decoder_channels, pretrained=False).eval()
     where = "models/export_lite0.py (the bundled pair's network)"
     if task == "segmentation":
         return [(MaskOnly(net).eval(), where)]
-    dim = int(sum(net.encoder.out_channels[2:]))
-    head = ClassifierHead(net, np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32)).eval()
+    dim, side = int(sum(net.encoder.out_channels[2:])), LAYOUT_SIDE * LAYOUT_SIDE
+    head = ClassifierHead(net, {"mean": np.zeros(dim), "whitening": np.eye(dim),
+                                "layout_mean": np.zeros(side), "layout_whitening": np.eye(side)}).eval()
     return [(head, where)]
 
 

@@ -142,22 +142,24 @@ def _variants(args, settings, paths: Dict[str, Dict[str, str]]) -> List[runner.V
 
 
 def without_chest_gate(manifest_path: str, work: str, notes: List[str]) -> str:
-    """A copy of the classifier manifest without `thresholds.ood_max`, for
-    generated phantoms: they are not chest films, and the learned not-a-chest
-    gate refuses them. The distance is still computed (it is an output of the
-    classifier's graph), so the models' compute is the shipped one."""
+    """A copy of the classifier manifest without `thresholds.ood_max` and
+    `layout_max`, for generated phantoms: they are not chest films, and the
+    learned not-a-chest gate refuses them. The distances are still computed
+    (outputs of the classifier's graph), so the models' compute is the shipped one."""
     manifest_path = load_manifest(manifest_path).path      # the config may name the .onnx
     with open(manifest_path) as fh:
         data = json.load(fh)
-    if "ood_max" not in data.get("thresholds", {}):
+    keys = [k for k in ("ood_max", "layout_max") if k in data.get("thresholds", {})]
+    if not keys:
         return manifest_path
-    del data["thresholds"]["ood_max"]
+    for key in keys:
+        del data["thresholds"][key]
     data["file"] = os.path.abspath(os.path.join(os.path.dirname(manifest_path), data["file"]))
     out = os.path.join(work, "classifier-no-chest-gate.json")
     with open(out, "w") as fh:
         json.dump(data, fh, indent=1)
     notes.append("generated phantoms are not chest films: the learned not-a-chest refusal is off for them "
-                 "(its distance is still computed); --inputs with real films keeps it on")
+                 "(its distances are still computed); --inputs with real films keeps it on")
     return out
 
 

@@ -4,11 +4,15 @@ NotAChestRadiograph (code `not_a_chest_radiograph`) when one fails.
 Two gates:
 - the DICOM header: BodyPartExamined, where a modality wrote one, must name
   the chest (an extremity CR is a radiograph the models must never read);
-- the image itself: the classifier exports, beside its logit, a Mahalanobis
-  distance of its pooled encoder features from the training chest films
-  (mean squared whitened component, about 1 for a typical chest film); above
-  the manifest's `thresholds.ood_max` the film is refused. That catches
-  photographs, other body parts, and DICOMs that claim CHEST but are not.
+- the image itself: the classifier exports, beside its logit, two
+  Mahalanobis distances from the training chest films (mean squared whitened
+  component, about 1 for a typical chest film): of its pooled encoder
+  features, and of its input block-averaged to a 16 x 16 thumbnail (the
+  layout: where it is bright and dark). Above the manifest's
+  `thresholds.ood_max` or `thresholds.layout_max` the film is refused. The
+  features catch textures (photographs, other body parts, DICOMs that claim
+  CHEST but are not); the layout catches a picture shaped unlike a chest
+  film whose textures happen to pass.
 """
 from typing import Optional
 
@@ -43,11 +47,11 @@ def check_body_part(body_part: Optional[str]) -> None:
                                   % (repr(shown) if shown else "an unrecognised value"))
 
 
-def check_ood(distance: Optional[float], ood_max: Optional[float]) -> None:
-    """Refuse an image whose feature distance from the training chest films exceeds ood_max."""
+def check_ood(distance: Optional[float], ood_max: Optional[float], what: str = "feature") -> None:
+    """Refuse an image whose `what` distance from the training chest films exceeds ood_max."""
     if distance is None or ood_max is None:
         return
     if not distance <= ood_max:      # NaN refuses too
-        raise NotAChestRadiograph("the image does not look like a chest radiograph (feature distance %.1f "
+        raise NotAChestRadiograph("the image does not look like a chest radiograph (%s distance %.1f "
                                   "> %.1f, the most any training chest film reached with margin)"
-                                  % (distance, ood_max))
+                                  % (what, distance, ood_max))

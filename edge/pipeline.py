@@ -11,7 +11,7 @@ import numpy as np
 
 from edge.inference.backend import Backend
 from edge.gate import check_body_part, check_ood
-from edge.postprocess import (Thresholds, classifier_logit, classifier_probability, make_finding,
+from edge.postprocess import (Thresholds, classifier_logit, classifier_probability, layout_distance, make_finding,
                               ood_distance, parse_calibration, resolve_thresholds, segmenter_probability,
                               skip_segmenter)
 from edge.preprocess import preprocess
@@ -91,6 +91,7 @@ class Pipeline:
         t2 = clock()
         timings["classify_ms"] = (t2 - t1) * 1000.0
         check_ood(ood_distance(raw, self.classifier.manifest), th.ood_max)
+        check_ood(layout_distance(raw, self.classifier.manifest), th.layout_max, "layout")
 
         seg_prob = geo = None
         if not skip_segmenter(probability, th):

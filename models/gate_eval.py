@@ -22,7 +22,10 @@ from edge.inference.onnxruntime import OnnxRuntimeBackend
 from edge.pipeline import Pipeline
 
 PHOTOS = ("astronaut", "brick", "camera", "cat", "coffee", "coins", "grass", "gravel", "horse", "moon", "page",
-          "rocket", "text", "immunohistochemistry", "hubble_deep_field", "colorwheel", "chelsea", "clock")
+          "rocket", "text", "immunohistochemistry", "hubble_deep_field", "colorwheel", "chelsea", "clock",
+          # added after the layout view and the colour check were designed (models 0.3.1): the
+          # rest of scikit-image's bundled pictures, a test those designs had not seen
+          "binary_blobs", "cell", "checkerboard", "logo", "microaneurysms", "retina", "shepp_logan_phantom")
 CHEST_DICOM = "RG1_J2KI.dcm"
 
 

@@ -3,6 +3,7 @@ except that every file's second transaction (overlay + PACS results) never
 comes: the inference thread writes FLAG and waits there, after the alert's
 transaction has committed and the publisher was woken. A test SIGKILLs the
 process at that point: a real crash between the two commits."""
+import os
 import sys
 import time
 
@@ -13,8 +14,10 @@ def main(argv) -> int:
     flag, rest = argv[0], argv[1:]
 
     def stalled(self, claimed, image, alert, overlay):
-        with open(flag, "a") as fh:
+        # written whole, then renamed: the test reads it as soon as it exists
+        with open(flag + ".tmp", "w") as fh:
             fh.write(alert["alert_id"] + "\n")
+        os.replace(flag + ".tmp", flag)
         while True:
             time.sleep(1.0)
 

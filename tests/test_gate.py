@@ -37,6 +37,8 @@ def test_ood_threshold():
     for bad in (5.01, float("nan"), float("inf")):
         with pytest.raises(NotAChestRadiograph):
             check_ood(bad, 5.0)
+    with pytest.raises(NotAChestRadiograph, match="layout distance 8.0 > 5.0"):
+        check_ood(8.0, 5.0, "layout")
 
 
 def test_decoder_reads_body_part_examined(tmp_path):

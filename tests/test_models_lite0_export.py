@@ -36,12 +36,16 @@ def test_exported_modules_compute_what_the_runtime_reads():
     net = build_lite0_unet((16, 8, 8, 8, 8), pretrained=False).eval()
     rng = np.random.default_rng(1)
     mean, w = rng.normal(size=496), rng.normal(size=(496, 496)) / 20
+    lay_mean, lay_w = rng.normal(size=256), rng.normal(size=(256, 256)) / 20
+    ood = {"mean": mean, "whitening": w, "layout_mean": lay_mean, "layout_whitening": lay_w}
     x = torch.from_numpy(rng.normal(size=(2, 1, 64, 64)).astype(np.float32))
     with torch.no_grad():
         feats = net.encoder(x)
-        out = ClassifierHead(net, mean, w).eval()(x).numpy()
+        out = ClassifierHead(net, ood).eval()(x).numpy()
         ref_mask, ref_logit = net(x)
         mask = MaskOnly(net).eval()(x)
     np.testing.assert_allclose(out[:, 0], ref_logit.numpy()[:, 0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out[:, 1], distance(gate_features(feats).numpy(), mean, w), rtol=1e-3)
+    thumb = x.numpy().reshape(2, 16, 4, 16, 4).mean(axis=(2, 4)).reshape(2, 256)   # 4 x 4 blocks of 64 px
+    np.testing.assert_allclose(out[:, 2], distance(thumb, lay_mean, lay_w), rtol=1e-3)
     np.testing.assert_allclose(mask.numpy(), ref_mask.numpy(), atol=1e-6)

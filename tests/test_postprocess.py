@@ -159,7 +159,8 @@ def test_classifier_probability_logit_and_two_class_softmax():
 from dataclasses import replace as _replace  # noqa: E402
 
 from edge.errors import ManifestError  # noqa: E402
-from edge.postprocess import Calibration, classifier_logit, ood_distance, parse_calibration  # noqa: E402
+from edge.postprocess import (Calibration, classifier_logit, layout_distance, ood_distance,  # noqa: E402
+                              parse_calibration)
 
 CAL = Calibration(inputs=("classifier_logit", "log_area"), coef=(0.5, 1.5), intercept=3.0, area_floor=1e-4)
 TH_CAL = _replace(TH, probability=0.4, min_area_fraction=0.001)
@@ -226,3 +227,7 @@ def test_named_output_columns():
     assert ood_distance(raw, _Manifest({}, {})) is None
     with pytest.raises(ValueError):
         classifier_probability(np.array([[1.0, 2.0, 3.0]]), m)
+    both = _Manifest({}, {}, output_columns=["pneumothorax", "ood_distance", "layout_distance"])
+    raw3 = np.array([[2.0, 7.5, 3.25]], np.float32)
+    assert ood_distance(raw3, both) == 7.5 and layout_distance(raw3, both) == 3.25
+    assert layout_distance(raw, m) is None

@@ -53,8 +53,10 @@ def write_tiny_models(directory: str, size: int = 64, intended_use: str = "untra
     """Write classifier.onnx/.json and segmenter.onnx/.json; return the ONNX paths.
 
     gate=True makes them like the bundled models: the classifier outputs
-    [logit, "feature distance" = OOD_GAIN * mean pixel] (output_columns, ood_max
-    5: a mostly bright image is "not a chest"), and the segmenter's manifest
+    [logit, "feature distance" = OOD_GAIN * mean pixel, "layout distance" =
+    mean pixel] (output_columns, ood_max 5: a mostly bright image is "not a
+    chest"; layout_max 5, which the layout column never reaches: the layout
+    refusal is pinned on the bundled models), and the segmenter's manifest
     carries a calibration of the classifier logit and the log area."""
     os.makedirs(directory, exist_ok=True)
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, size, size])
@@ -72,7 +74,7 @@ def write_tiny_models(directory: str, size: int = 64, intended_use: str = "untra
     g = numpy_helper.from_array(np.array([GAIN], np.float32), "g")
     c = numpy_helper.from_array(np.array([-GAIN * LEVEL], np.float32), "c")
     shape = numpy_helper.from_array(np.array([1, 1], np.int64), "shape")
-    yc = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2 if gate else 1])
+    yc = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3 if gate else 1])
     nodes = [
         helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
         helper.make_node("GlobalMaxPool", ["pooled"], ["peak"]),
@@ -86,7 +88,7 @@ def write_tiny_models(directory: str, size: int = 64, intended_use: str = "untra
         nodes += [helper.make_node("GlobalAveragePool", ["image"], ["mean"]),
                   helper.make_node("Reshape", ["mean", "shape"], ["mean_flat"]),
                   helper.make_node("Mul", ["mean_flat", "og"], ["distance"]),
-                  helper.make_node("Concat", ["logit", "distance"], ["logits"], axis=1)]
+                  helper.make_node("Concat", ["logit", "distance", "mean_flat"], ["logits"], axis=1)]
     cls = helper.make_model(helper.make_graph(nodes, "tiny_cls", [x], [yc], inits))
     cls_path = os.path.join(directory, "classifier.onnx")
     cls_sha = _save(cls, cls_path)
@@ -94,15 +96,15 @@ def write_tiny_models(directory: str, size: int = 64, intended_use: str = "untra
     cls_th = {"positive": 0.5, "skip_segmenter_below": 0.02}
     seg_th = {"pixel_high": 0.5, "min_area_fraction": 0.002, "pixel_low": 0.3}
     if gate:
-        cls_th.update(ood_max=5.0, skip_segmenter_below=0.0)
+        cls_th.update(ood_max=5.0, layout_max=5.0, skip_segmenter_below=0.0)
         seg_th.update(probability=0.5)
     for name, task, path, sha, out_shape, th in (
-        ("tiny-classifier", "classification", cls_path, cls_sha, [1, 2 if gate else 1], cls_th),
+        ("tiny-classifier", "classification", cls_path, cls_sha, [1, 3 if gate else 1], cls_th),
         ("tiny-segmenter", "segmentation", seg_path, seg_sha, [1, 1, size, size], seg_th),
     ):
         m = _manifest(name, task, os.path.basename(path), sha, size, out_shape, th, intended_use)
         if gate and task == "classification":
-            m["output_columns"] = ["pneumothorax", "ood_distance"]
+            m["output_columns"] = ["pneumothorax", "ood_distance", "layout_distance"]
         if gate and task == "segmentation":
             # p = sigmoid(0.1 * logit + 2 * (log10 area + 2)): a confident area of 1 % gives p = 0.5
             # whatever the classifier says (its logit is bounded by GAIN here).

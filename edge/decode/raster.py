@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from edge.errors import CorruptImage, UnsupportedImage
+from edge.errors import CorruptImage, NotAChestRadiograph, UnsupportedImage
 from edge.settings import DecodeSettings
 from edge.types import Image
 
@@ -14,6 +14,13 @@ from .dct_scale import reduced_flag, reduced_scale
 
 # JPEG start-of-frame markers carry the size; C4 (DHT), C8 (JPG), CC (DAC) do not.
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+# A radiograph has no colour. A grey film saved as RGB (or through JPEG's
+# chroma subsampling) differs between channels by a few levels; a photograph
+# by tens over much of its area. A coloured annotation on a film stays under
+# the share.
+CHROMA_LEVEL = 40 / 255.0          # max - min channel, as a share of full scale
+COLOUR_SHARE_MAX = 0.05            # share of (sampled) pixels above CHROMA_LEVEL
 
 
 def png_size(data: bytes) -> Tuple[int, int]:
@@ -161,8 +168,25 @@ def _to_grey(img: np.ndarray) -> np.ndarray:
         return img[:, :, 0]
     if channels == 2:                 # grey + alpha
         return img[:, :, 0]
-    if channels == 3:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    if channels == 4:                 # alpha ignored
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
-    raise UnsupportedImage("image has %d channels; expected grey, RGB or RGBA" % channels)
+    if channels not in (3, 4):
+        raise UnsupportedImage("image has %d channels; expected grey, RGB or RGBA" % channels)
+    check_greyscale(img[:, :, :3])
+    return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY if channels == 3 else cv2.COLOR_BGRA2GRAY)   # alpha ignored
+
+
+def colour_share(rgb: np.ndarray, step: int = 4) -> float:
+    """Share of pixels (every `step`-th row and column) whose channels differ by
+    more than CHROMA_LEVEL of full scale."""
+    sample = rgb[::step, ::step].astype(np.float32)
+    full = 65535.0 if rgb.dtype == np.uint16 else 255.0
+    chroma = (sample.max(axis=2) - sample.min(axis=2)) / full
+    return float(np.mean(chroma > CHROMA_LEVEL))
+
+
+def check_greyscale(rgb: np.ndarray) -> None:
+    """Refuse a colour picture: no radiograph is one (the learned gate then
+    never has to judge a colour photograph turned grey)."""
+    share = colour_share(rgb)
+    if share > COLOUR_SHARE_MAX:
+        raise NotAChestRadiograph("the image is in colour (%.0f %% of its pixels are strongly coloured); a "
+                                  "radiograph is greyscale" % (100 * share))
