@@ -86,6 +86,22 @@ def test_committed_pipeline_refuses_grey_photographs_as_not_a_chest(name):
     assert _refused(name)
 
 
+@pytest.mark.parametrize("kind", ["black", "white", "grey", "noise", "gradient"])
+def test_committed_pipeline_refuses_blank_and_synthetic_frames(kind):
+    pytest.importorskip("onnxruntime")
+    from edge.errors import NotAChestRadiograph
+    from edge.types import Image
+    rng = np.random.default_rng(0)
+    frame = {"black": np.zeros((512, 512)), "white": np.ones((512, 512)), "grey": np.full((512, 512), 0.5),
+             "noise": rng.random((512, 512)), "gradient": np.tile(np.linspace(0, 1, 512), (512, 1))}[kind]
+    pipe = _pipeline()
+    try:
+        with pytest.raises(NotAChestRadiograph):
+            pipe.run(Image(pixels=frame.astype(np.float32), source_format="png"))
+    finally:
+        pipe.close()
+
+
 @pytest.mark.xfail(strict=True, reason="known gap of the 0.3.1 gate (classifier card): a fundus photograph turned "
                    "grey scores 8.4 on features (ood_max 10.1, above a held-out child's chest film at 9.15) and "
                    "2.2 on layout (layout_max 7.4); in colour it is refused at decode")
