@@ -21,6 +21,7 @@ from bench.baseline import measure_baseline
 from bench.flops import matmul_peak_gflops, onnx_flops
 from edge.errors import PneumoEdgeError
 from edge.inference.manifest import ROLES, load_manifest
+from edge.inference.onnxruntime import DEFAULT_SPINNING, SPINNING
 from edge.inference.threads import candidates, usable_cores
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate", default="", help="extra variants' gate settings, e.g. off (shipped first)")
     p.add_argument("--latency-images", type=int, default=15, help="files dropped one at a time (0 skips)")
     p.add_argument("--burst", type=int, default=40, help="files dropped at once into the appliance (default 40)")
-    p.add_argument("--spin-burst", type=int, default=16, help="films per burst comparing ONNX Runtime thread "
-                   "spinning on/off at threads = all cores (0 skips)")
+    p.add_argument("--spin-burst", type=int, default=16, help="films per burst comparing ONNX Runtime's idle "
+                   "threads spinning on / only during a run / off, at threads = all cores (0 skips)")
     p.add_argument("--baseline-images", type=int, default=5, help="naive PyTorch baseline images (0 skips)")
     p.add_argument("--growth", default="50,200", help="memory checkpoints, e.g. 100,1000,10000 (empty skips)")
     p.add_argument("--growth-size", type=int, default=1024, help="side of the memory-growth inputs")
@@ -197,7 +198,8 @@ def run_bench(args: argparse.Namespace, settings) -> int:
               "options": {k: v for k, v in vars(args).items() if not callable(v)},
               "config": {"file": args.config, "threads": settings.models.threads,
                          "gate_segmenter": settings.decision.gate_segmenter,
-                         "reduced_resolution": settings.decode.reduced_resolution}}
+                         "reduced_resolution": settings.decode.reduced_resolution,
+                         "spinning": DEFAULT_SPINNING}}
     say("machine peak: float32 %d x %d matmul (numpy)" % (args.peak_n, args.peak_n))
     result["peak"] = matmul_peak_gflops(args.peak_n)
     images = [runner._load(p, settings)[0].pixels for p in main_paths[:2]]
@@ -261,13 +263,14 @@ def run_bench(args: argparse.Namespace, settings) -> int:
                     args.latency_images, args.burst)
             if args.spin_burst:
                 cores = usable_cores()
-                say("ONNX Runtime spinning on/off: %d films at once, threads=%d" % (args.spin_burst, cores))
+                say("ONNX Runtime idle threads %s: %d films at once, threads=%d"
+                    % ("/".join(SPINNING), args.spin_burst, cores))
                 result["spinning"] = {}
-                for spin in (True, False):
+                for spin in SPINNING:
                     v = dataclasses.replace(variants[0], threads=cores, spinning=spin)
                     r = runner.measure_appliance(settings, v, main_items, os.path.join(work, "spin"), broker.port,
                                                  0, args.spin_burst)
-                    result["spinning"]["on" if spin else "off"] = dict(r["burst"], threads=cores)
+                    result["spinning"][spin] = dict(r["burst"], threads=cores)
             if _ints(args.growth):
                 say("memory growth: %s images of %d px DICOM through Appliance.process"
                     % (args.growth, args.growth_size))

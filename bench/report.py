@@ -93,10 +93,12 @@ def table(result: Dict[str, Any]) -> str:
                        % (bu["images"], bu["throughput_ips"], bu["segmenter_ran"], bu["limit_just_before_ips"]))
     spin = result.get("spinning")
     if spin:
-        out.append("  ONNX Runtime idle threads spinning, %d films at once at threads=%d: on %.2f images/s, "
-                   "off %.2f images/s (the runtime runs with spinning off)" % (
-                       spin["off"]["images"], spin["off"]["threads"], spin["on"]["throughput_ips"],
-                       spin["off"]["throughput_ips"]))
+        any_mode = next(iter(spin.values()))
+        words = {"on": "spinning on", "run": "spinning during a run only", "off": "sleeping"}
+        out.append("  ONNX Runtime idle threads, %d films at once at threads=%d: %s (the runtime's default: %s)" % (
+            any_mode["images"], any_mode["threads"],
+            ", ".join("%s %.2f images/s" % (words.get(k, k), v["throughput_ips"]) for k, v in spin.items()),
+            words.get(result.get("config", {}).get("spinning", ""), "-")))
     gr = result.get("growth") or {}
     if gr.get("checkpoints"):
         out += ["", "memory growth (%s):" % gr["variant"]]

@@ -47,12 +47,13 @@ class Variant:
     gate: bool          # skip the segmenter on confident negatives
     classifier: str     # ONNX files of this precision
     segmenter: str
-    spinning: bool = False   # ONNX Runtime's idle intra-op threads spin (the runtime's default: no)
+    spinning: str = ""       # ONNX Runtime's idle threads (edge.inference.onnxruntime.SPINNING); "": the runtime's default
 
     @property
     def name(self) -> str:
         return "%s/threads=%s/gate=%s%s" % (self.precision, "all" if self.threads == 0 else self.threads,
-                                            "on" if self.gate else "off", "/spinning" if self.spinning else "")
+                                            "on" if self.gate else "off",
+                                            "/spinning=" + self.spinning if self.spinning else "")
 
 
 class RssSampler:
@@ -102,7 +103,7 @@ def build_pipeline(settings: Settings, variant: Variant) -> Pipeline:
     s.decision.gate_segmenter = variant.gate
     backend, why = resolve_backend_name(s.models)
     if backend == "onnxruntime" and variant.spinning:
-        cls, seg = (OnnxRuntimeBackend(load_manifest(p), threads=variant.threads, allow_spinning=True)
+        cls, seg = (OnnxRuntimeBackend(load_manifest(p), threads=variant.threads, spinning=variant.spinning)
                     for p in (variant.classifier, variant.segmenter))
     else:
         cls = create_backend(load_manifest(variant.classifier), s.models, backend)
@@ -337,10 +338,11 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
             limit_now = measure_limit(app.pipeline, images, max(10, min(burst, 20)))
             del images
             arrivals = drop(burst)
-            ids, seg_ran = [], 0
+            ids, seg_ran, burst_samples = [], 0, []
             for _ in range(burst):
                 outcome = app.outcomes.get(timeout=300)
                 ids.append(outcome.alert_id)
+                burst_samples.append(dict(outcome.timings_ms or {}))
                 seg_ran += int(bool((outcome.timings_ms or {}).get("segment_ms")))
             if None in ids:
                 raise RuntimeError("a burst file was not alerted")
@@ -350,7 +352,9 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
                             "throughput_after_settle_ips": stats.throughput(burst, span - settle),
                             "segmenter_ran": seg_ran, "limit_just_before_ips": limit_now["throughput_ips"],
                             "limit_just_before_segment_ms": limit_now["segment_ms"]["p50"],
-                            "limit_just_before_classify_ms": limit_now["classify_ms"]["p50"]}
+                            "limit_just_before_classify_ms": limit_now["classify_ms"]["p50"],
+                            "stages": stats.stage_table(burst_samples, tuple(
+                                k for k in APPLIANCE_STAGES if k != "publish_ms"))}
     finally:
         app.stop()
     compute = [sum(v for k, v in smp.items() if k in PIPELINE_STAGES) for smp in samples]

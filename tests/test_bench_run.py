@@ -119,7 +119,7 @@ def test_quick_bench_writes_table_json_and_plot(tmp_path, capsys):
     assert main["limit"]["images"] == 4 and main["pipeline_gate_off"]["segmenter_ran"] == 4
     e2e = result["end_to_end"]
     assert e2e["one_at_a_time"]["arrival_to_puback_ms"]["n"] == 2 and e2e["burst"]["images"] == 4
-    assert set(result["spinning"]) == {"on", "off"} and result["spinning"]["on"]["images"] == 2
+    assert set(result["spinning"]) == {"on", "run", "off"} and result["spinning"]["on"]["images"] == 2
     assert "tiny-segmenter" in e2e["inference_threads"]
     assert [r["images"] for r in result["growth"]["checkpoints"]] == [2, 4]
     assert result["baseline"] == {"skipped": "--baseline-images 0"}
