@@ -243,16 +243,6 @@ def run_bench(args: argparse.Namespace, settings) -> int:
                 notes.append("no real DICOM samples at %s: decode table has generated films only" % args.samples)
             result["decode"] = decode_bench.measure_decoders(files, sides, args.repeats)
 
-            if args.baseline_images and not args.inputs:
-                say("naive baseline: pydicom + PIL + PyTorch eager, same networks, %d images" % args.baseline_images)
-                manifests = [load_manifest(p) for p in model_paths["fp32"].values()]
-                result["baseline"] = measure_baseline(
-                    main_paths[:args.baseline_images], manifests,
-                    [sum(result["flops"][m.name].values()) for m in manifests])
-            else:
-                result["baseline"] = {"skipped": "--baseline-images 0" if not args.baseline_images
-                                      else "the baseline reads the generated uncompressed DICOM only"}
-
             if args.latency_images or args.burst or args.spin_burst or _ints(args.growth):
                 broker = runner.LocalBroker(os.path.join(work, "broker"))
             if args.latency_images or args.burst:
@@ -278,6 +268,16 @@ def run_bench(args: argparse.Namespace, settings) -> int:
                 result["growth"] = runner.measure_growth(
                     settings, variants[0], items, os.path.join(work, "growth"), broker.port, _ints(args.growth),
                     progress=lambda n, total: print("  %d/%d" % (n, total), end="\r", flush=True))
+            # Last: PyTorch's threads must not be around when the appliance calibrates.
+            if args.baseline_images and not args.inputs:
+                say("naive baseline: pydicom + PIL + PyTorch eager, same networks, %d images" % args.baseline_images)
+                manifests = [load_manifest(p) for p in model_paths["fp32"].values()]
+                result["baseline"] = measure_baseline(
+                    main_paths[:args.baseline_images], manifests,
+                    [sum(result["flops"][m.name].values()) for m in manifests])
+            else:
+                result["baseline"] = {"skipped": "--baseline-images 0" if not args.baseline_images
+                                      else "the baseline reads the generated uncompressed DICOM only"}
     finally:
         if broker is not None:
             broker.close()
@@ -287,6 +287,7 @@ def run_bench(args: argparse.Namespace, settings) -> int:
     except OSError:
         pass
     result["limits"] = goals.limits(result)
+    result["threads_check"] = goals.threads_check(result)
     result["goals"] = goals.goals(result)
     json_path = report.write_json(result, os.path.join(args.out, "bench-%s.json" % stamp))
     say("")

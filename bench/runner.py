@@ -283,6 +283,25 @@ def appliance_settings(settings: Settings, variant: Variant, workdir: str, port:
     return s
 
 
+def quiesce(max_wait_s: float = 5.0, window_s: float = 0.2, idle_share: float = 0.05) -> Dict[str, float]:
+    """Wait until this process is idle (its threads together use under
+    `idle_share` of one core over `window_s`), after a garbage collection:
+    the appliance's start-up calibration must not time its thread counts
+    against leftovers of the bench's previous step (sessions not yet freed,
+    threads still spinning). Returns how long it waited and the last share."""
+    import gc
+    gc.collect()
+    start = time.perf_counter()
+    share = 1.0
+    while True:
+        c0, t0 = time.process_time(), time.perf_counter()
+        time.sleep(window_s)
+        share = (time.process_time() - c0) / max(1e-6, time.perf_counter() - t0)
+        if share < idle_share or time.perf_counter() - start >= max_wait_s:
+            break
+    return {"waited_s": time.perf_counter() - start, "own_cpu_share": share}
+
+
 def measure_appliance(settings: Settings, variant: Variant, items: Sequence[BenchInput], workdir: str,
                       port: int, one_at_a_time: int, burst: int) -> Dict[str, Any]:
     """A real Appliance watching a real folder. Files are written beside
@@ -291,6 +310,7 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
     from edge.app import Appliance
     shutil.rmtree(workdir, ignore_errors=True)
     s = appliance_settings(settings, variant, workdir, port)
+    quiet = quiesce()
     app = Appliance(s, pipeline=build_pipeline(s, variant))
     staging = os.path.join(s.capture.dir, "staging")
     os.makedirs(staging, exist_ok=True)
@@ -371,7 +391,8 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
                 "arrival_to_puback_less_compute_ms": stats.summarize(overhead),
                 "arrival_to_puback_over_compute": stats.summarize(per_file),
                 "stages": stats.stage_table(samples, APPLIANCE_STAGES)},
-            "burst": burst_result, "inference_threads": status.get("inference_threads")}
+            "burst": burst_result, "inference_threads": status.get("inference_threads"),
+            "before_start": quiet}
 
 
 def measure_growth(settings: Settings, variant: Variant, items: Sequence[BenchInput], workdir: str,
