@@ -357,6 +357,7 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
             images = [decode_bytes(it.data, s.decode).pixels for it in items[:2]]
             limit_now = measure_limit(app.pipeline, images, max(10, min(burst, 20)))
             del images
+            cpu0 = time.process_time()
             arrivals = drop(burst)
             ids, seg_ran, burst_samples = [], 0, []
             for _ in range(burst):
@@ -367,10 +368,14 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
             if None in ids:
                 raise RuntimeError("a burst file was not alerted")
             last = max((_wait_sent(app, i) or (0.0, 0.0))[1] for i in ids)
+            cpu_s = time.process_time() - cpu0
             span = last - arrivals[0][1]
             burst_result = {"images": burst, "throughput_ips": stats.throughput(burst, span),
                             "throughput_after_settle_ips": stats.throughput(burst, span - settle),
-                            "segmenter_ran": seg_ran, "limit_just_before_ips": limit_now["throughput_ips"],
+                            "segmenter_ran": seg_ran,
+                            # this process's CPU over the burst (every thread), in cores: what it left idle
+                            "cores_used": cpu_s / max(1e-9, time.time() - arrivals[0][1]),
+                            "limit_just_before_ips": limit_now["throughput_ips"],
                             "limit_just_before_segment_ms": limit_now["segment_ms"]["p50"],
                             "limit_just_before_classify_ms": limit_now["classify_ms"]["p50"],
                             "stages": stats.stage_table(burst_samples, tuple(

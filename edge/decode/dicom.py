@@ -28,6 +28,7 @@ from .deflate import DEFLATED, inflate_if_deflated
 from .header_walk import check_header_elements
 from .j2k import decode_reduced
 from .jpeg_baseline import decode_baseline
+from .native_reduce import reduce_native
 from .raster import check_jpeg_scans
 from .withheld import patient_words, scrub, withheld
 from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
@@ -108,6 +109,8 @@ def _decode_dicom(data: bytes, header: "pydicom.Dataset", fp: io.BytesIO, settin
         raw = decode_baseline(ds, ts, min_side if settings.reduced_resolution else 0)
     if raw is None:
         raw = _pixel_array(ds, ts)
+        if min_side and settings.reduced_resolution and ts in _NATIVE:
+            raw = reduce_native(raw, min_side)
     if raw.ndim != 2:
         raise UnsupportedImage("DICOM pixel data has shape %s; expected one grey frame"
                                % (raw.shape,))
