@@ -102,3 +102,22 @@ def test_auto_backend_measures_every_candidate_and_status_reports_it(tmp_path):
     assert report["tiny-classifier"] == {"threads": 1, "how": "configured"}
     assert report["tiny-segmenter"]["how"] == "calibrated"
     assert set(report["tiny-segmenter"]["measured_ms"]) == {str(t) for t in auto.threads.measured_ms}
+
+
+def test_spinning_modes_map_to_onnx_runtime_session_entries():
+    from edge.inference.onnxruntime import spin_entries
+    assert spin_entries("off") == {"session.intra_op.allow_spinning": "0", "session.force_spinning_stop": "0"}
+    assert spin_entries("on") == {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "0"}
+    assert spin_entries("run") == {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"}
+    with pytest.raises(ValueError):
+        spin_entries("sometimes")
+
+
+@pytest.mark.parametrize("mode", ["off", "on", "run"])
+def test_every_spinning_mode_loads_and_runs(tmp_path, mode):
+    import numpy as np
+    cls, _ = write_tiny_models(str(tmp_path))
+    backend = OnnxRuntimeBackend(load_manifest(cls), threads=2, spinning=mode)
+    m = backend.manifest
+    out = backend.run(np.zeros([1, m.preprocessing.channels] + list(m.preprocessing.size), np.float32))
+    assert backend.spinning == mode and out.dtype == np.float32

@@ -27,11 +27,11 @@ def onnxruntime_available():
 #          (allow_spinning=1 + session.force_spinning_stop=1, ONNX Runtime >= 1.12).
 SPINNING = ("off", "on", "run")
 # Off: the intake thread (claim, hash, decode) shares the cores with the models,
-# and a spinning thread takes its core even during a run, while it waits between
+# and a spinning thread holds its core even during a run, while it waits between
 # parallel sections. Alone, the classifier runs 6.0 ms with "run" against 6.5 with
-# "off" (2 threads, quiet); in the appliance, 40 films dropped at once ran at
-# 10.4 images/s with "off", 6.6 with "run" and 6.0 with "on" (2 cores, 2 threads;
-# the bench's spinning burst compares the three in every run).
+# "off" (2 threads, quiet machine); in the appliance (2 cores, 2 threads) "run"
+# did not beat "off": python -m bench's 16-film bursts, two runs, off 14.4 / 12.4
+# images/s, run 14.1 / 12.6, on 8.7 / 8.4; one 40-film burst off 10.4, run 6.6.
 DEFAULT_SPINNING = "off"
 
 
