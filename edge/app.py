@@ -64,6 +64,7 @@ from edge.stages.job import Job, Outcome
 from edge.stages.overlay_recovery import AfterAlert
 from edge.stages.rejections import Rejections
 from edge.stages.tally import Tally
+from edge.stages.warmup import warm_film_path
 from edge.store import Store, one_line
 
 __all__ = ["Appliance", "Outcome", "build_pipeline"]
@@ -118,6 +119,7 @@ class Appliance:
                                       self._tally, self._retries)
         side = decode_side(self.pipeline.input_sides, settings.alerts.overlay_max_side
                            if settings.mqtt.publish_overlay else 0)
+        self._decode_side = side
         self._after = AfterAlert(settings, self.store, self.outbox, self.hospital, self.folders,
                                  self.topics, self._tally, side)   # overlay + PACS after the alert; crash recovery
         self._intake = Intake(settings, self.pipeline, self.ledger, self.folders, self._rejections,
@@ -158,6 +160,9 @@ class Appliance:
         warm = self.pipeline.warmup(self.settings.models.warmup)
         log.info("warm-up (ms): %s", ", ".join("%s first %.0f last %.0f" % (k, v["first_ms"], v["last_ms"])
                                                for k, v in warm.items()))
+        if self.settings.models.warmup > 0:     # the rest of a film's path too (edge/stages/warmup.py)
+            path = warm_film_path(self.pipeline, self.settings, self._decode_side)
+            log.info("warm-up film (ms): %s", ", ".join("%s %.0f" % (k[:-3], v) for k, v in path.items()))
         self.watcher = Watcher(self.folders.incoming, self.settings.capture)
         self._state = "online"
         self.publisher.start()
