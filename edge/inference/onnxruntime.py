@@ -29,9 +29,10 @@ SPINNING = ("off", "on", "run")
 # Off: the intake thread (claim, hash, decode) shares the cores with the models,
 # and a spinning thread holds its core even during a run, while it waits between
 # parallel sections. Alone, the classifier runs 6.0 ms with "run" against 6.5 with
-# "off" (2 threads, quiet machine); in the appliance (2 cores, 2 threads) "run"
-# did not beat "off": python -m bench's 16-film bursts, two runs, off 14.4 / 12.4
-# images/s, run 14.1 / 12.6, on 8.7 / 8.4; one 40-film burst off 10.4, run 6.6.
+# "off" (2 threads, quiet machine); in the appliance (2 cores, 2 threads) it did
+# not clearly beat "off": python -m bench's 16-film bursts over five runs, off
+# 12.2-14.4 images/s, run 12.6-14.1 (ahead in three, 2 % on the mean: within this
+# machine's noise), on 7.3-8.7; one 40-film burst off 10.4, run 6.6.
 DEFAULT_SPINNING = "off"
 
 

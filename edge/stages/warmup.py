@@ -6,8 +6,8 @@ The first film after start-up paid for everything done once per process:
 pydicom's pixel handlers, OpenCV's resize and JPEG encoder, the overlay's
 fonts. Measured on this 2-core machine (2048 px uncompressed DICOM): decode
 12.5 ms first / 4-7 after, prepare 9.5 / 1.3, overlay 25 / 3.8; in the
-bench's one-at-a-time run the first of 15 files was the slowest every time
-(89-131 ms against 64-96 for the rest). The synthetic film goes through
+bench's one-at-a-time runs the first of 15 files took 89, 131 and 106 ms
+against medians of 69, 106 and 65. The synthetic film goes through
 decode (an uncompressed DICOM twice the decode floor, so the reduced path
 runs), the models' inputs, the models with their postprocess, and the
 overlay; nothing touches the folders, the store or MQTT.
