@@ -21,6 +21,7 @@ from bench.baseline import measure_baseline
 from bench.flops import matmul_peak_gflops, onnx_flops
 from edge.errors import PneumoEdgeError
 from edge.inference.manifest import ROLES, load_manifest
+from edge.inference.onnxruntime import DEFAULT_SPINNING, SPINNING
 from edge.inference.threads import candidates, usable_cores
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate", default="", help="extra variants' gate settings, e.g. off (shipped first)")
     p.add_argument("--latency-images", type=int, default=15, help="files dropped one at a time (0 skips)")
     p.add_argument("--burst", type=int, default=40, help="files dropped at once into the appliance (default 40)")
-    p.add_argument("--spin-burst", type=int, default=16, help="films per burst comparing ONNX Runtime thread "
-                   "spinning on/off at threads = all cores (0 skips)")
+    p.add_argument("--spin-burst", type=int, default=16, help="films per burst comparing ONNX Runtime's idle "
+                   "threads spinning on / only during a run / off, at threads = all cores (0 skips)")
     p.add_argument("--baseline-images", type=int, default=5, help="naive PyTorch baseline images (0 skips)")
     p.add_argument("--growth", default="50,200", help="memory checkpoints, e.g. 100,1000,10000 (empty skips)")
     p.add_argument("--growth-size", type=int, default=1024, help="side of the memory-growth inputs")
@@ -199,7 +200,8 @@ def run_bench(args: argparse.Namespace, settings) -> int:
               "options": {k: v for k, v in vars(args).items() if not callable(v)},
               "config": {"file": args.config, "threads": settings.models.threads,
                          "gate_segmenter": settings.decision.gate_segmenter,
-                         "reduced_resolution": settings.decode.reduced_resolution}}
+                         "reduced_resolution": settings.decode.reduced_resolution,
+                         "spinning": DEFAULT_SPINNING}}
     say("machine peak: float32 %d x %d matmul (numpy)" % (args.peak_n, args.peak_n))
     result["peak"] = matmul_peak_gflops(args.peak_n)
     images = [runner._load(p, settings)[0].pixels for p in main_paths[:2]]
@@ -243,16 +245,6 @@ def run_bench(args: argparse.Namespace, settings) -> int:
                 notes.append("no real DICOM samples at %s: decode table has generated films only" % args.samples)
             result["decode"] = decode_bench.measure_decoders(files, sides, args.repeats)
 
-            if args.baseline_images and not args.inputs:
-                say("naive baseline: pydicom + PIL + PyTorch eager, same networks, %d images" % args.baseline_images)
-                manifests = [load_manifest(p) for p in model_paths["fp32"].values()]
-                result["baseline"] = measure_baseline(
-                    main_paths[:args.baseline_images], manifests,
-                    [sum(result["flops"][m.name].values()) for m in manifests])
-            else:
-                result["baseline"] = {"skipped": "--baseline-images 0" if not args.baseline_images
-                                      else "the baseline reads the generated uncompressed DICOM only"}
-
             if args.latency_images or args.burst or args.spin_burst or _ints(args.growth):
                 broker = runner.LocalBroker(os.path.join(work, "broker"))
             if args.latency_images or args.burst:
@@ -263,13 +255,14 @@ def run_bench(args: argparse.Namespace, settings) -> int:
                     args.latency_images, args.burst)
             if args.spin_burst:
                 cores = usable_cores()
-                say("ONNX Runtime spinning on/off: %d films at once, threads=%d" % (args.spin_burst, cores))
+                say("ONNX Runtime idle threads %s: %d films at once, threads=%d"
+                    % ("/".join(SPINNING), args.spin_burst, cores))
                 result["spinning"] = {}
-                for spin in (True, False):
+                for spin in SPINNING:
                     v = dataclasses.replace(variants[0], threads=cores, spinning=spin)
                     r = runner.measure_appliance(settings, v, main_items, os.path.join(work, "spin"), broker.port,
                                                  0, args.spin_burst)
-                    result["spinning"]["on" if spin else "off"] = dict(r["burst"], threads=cores)
+                    result["spinning"][spin] = dict(r["burst"], threads=cores)
             if _ints(args.growth):
                 say("memory growth: %s images of %d px DICOM through Appliance.process"
                     % (args.growth, args.growth_size))
@@ -277,6 +270,16 @@ def run_bench(args: argparse.Namespace, settings) -> int:
                 result["growth"] = runner.measure_growth(
                     settings, variants[0], items, os.path.join(work, "growth"), broker.port, _ints(args.growth),
                     progress=lambda n, total: print("  %d/%d" % (n, total), end="\r", flush=True))
+            # Last: PyTorch's threads must not be around when the appliance calibrates.
+            if args.baseline_images and not args.inputs:
+                say("naive baseline: pydicom + PIL + PyTorch eager, same networks, %d images" % args.baseline_images)
+                manifests = [load_manifest(p) for p in model_paths["fp32"].values()]
+                result["baseline"] = measure_baseline(
+                    main_paths[:args.baseline_images], manifests,
+                    [sum(result["flops"][m.name].values()) for m in manifests])
+            else:
+                result["baseline"] = {"skipped": "--baseline-images 0" if not args.baseline_images
+                                      else "the baseline reads the generated uncompressed DICOM only"}
     finally:
         if broker is not None:
             broker.close()
@@ -286,6 +289,7 @@ def run_bench(args: argparse.Namespace, settings) -> int:
     except OSError:
         pass
     result["limits"] = goals.limits(result)
+    result["threads_check"] = goals.threads_check(result)
     result["goals"] = goals.goals(result)
     json_path = report.write_json(result, os.path.join(args.out, "bench-%s.json" % stamp))
     say("")

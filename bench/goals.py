@@ -2,6 +2,7 @@
 from typing import Any, Dict, List, Optional
 
 from bench import stats
+from edge.inference.threads import pick
 
 
 def _seg_share(result: Dict[str, Any]) -> float:
@@ -37,6 +38,25 @@ def limits(result: Dict[str, Any]) -> Dict[str, Any]:
                           "mix_ips": 1000.0 / mix,
                           "threads": {"classifier": cls["best_threads"], "segmenter": seg["best_threads"]},
                           "passes": {"classifier": cls.get("passes", 1), "segmenter": seg.get("passes", 1)}}
+    return out
+
+
+def threads_check(result: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Per model: the threads the appliance's start-up calibration chose
+    against what the bench's own sweep says, by the same rule (the fewest
+    threads within the tolerance of the fastest p50). A mismatch means the
+    calibration was disturbed, and the burst ran slower than it could."""
+    chosen = (result.get("end_to_end") or {}).get("inference_threads") or {}
+    sweep = (result.get("thread_sweep") or {}).get("fp32") or {}
+    out = {}
+    for name, c in chosen.items():
+        if name not in sweep or c.get("how") != "calibrated":
+            continue
+        by = {int(t): s["p50"] for t, s in sweep[name]["by_threads"].items()}
+        want = pick(by)
+        out[name] = {"appliance": c["threads"], "appliance_ms": c.get("measured_ms", {}),
+                     "sweep": want, "sweep_p50_ms": {str(t): round(v, 2) for t, v in sorted(by.items())},
+                     "match": c["threads"] == want}
     return out
 
 

@@ -76,6 +76,10 @@ def table(result: Dict[str, Any]) -> str:
         lat, comp = one["arrival_to_puback_ms"], one["single_image_compute_ms"]
         out += ["", "appliance end to end (real folder + mosquitto), %s, threads %s:" % (
             e2e["variant"], _threads_text(e2e.get("inference_threads") or {}))]
+        for name, c in (result.get("threads_check") or {}).items():
+            out.append("  %s threads: appliance's start-up calibration %d (best ms %s), the sweep's %d (p50 ms %s)%s"
+                       % (name, c["appliance"], c["appliance_ms"], c["sweep"], c["sweep_p50_ms"],
+                          "" if c["match"] else "  << MISMATCH: one of the two was disturbed (the burst ran with the appliance's)"))
         out += _stage_rows(one["stages"])
         out.append("  file arrival -> PUBACK p50 %.0f  p95 %.0f  p99 %.0f ms; single-image compute p50 %.0f  p95 %.0f ms"
                    % (lat["p50"], lat["p95"], lat["p99"], comp["p50"], comp["p95"]))
@@ -91,12 +95,17 @@ def table(result: Dict[str, Any]) -> str:
             out.append("  %d files at once: %.2f images/s, arrival of the first to PUBACK of the last "
                        "(segmenter ran on %d); models' limit on the same sessions just before: %.2f images/s"
                        % (bu["images"], bu["throughput_ips"], bu["segmenter_ran"], bu["limit_just_before_ips"]))
+            if bu.get("stages"):
+                out += ["  per stage in the burst (wall ms; the stages of one film overlap other films'):"]
+                out += _stage_rows(bu["stages"])
     spin = result.get("spinning")
     if spin:
-        out.append("  ONNX Runtime idle threads spinning, %d films at once at threads=%d: on %.2f images/s, "
-                   "off %.2f images/s (the runtime runs with spinning off)" % (
-                       spin["off"]["images"], spin["off"]["threads"], spin["on"]["throughput_ips"],
-                       spin["off"]["throughput_ips"]))
+        any_mode = next(iter(spin.values()))
+        words = {"on": "spinning on", "run": "spinning during a run only", "off": "sleeping"}
+        out.append("  ONNX Runtime idle threads, %d films at once at threads=%d: %s (the runtime's default: %s)" % (
+            any_mode["images"], any_mode["threads"],
+            ", ".join("%s %.2f images/s" % (words.get(k, k), v["throughput_ips"]) for k, v in spin.items()),
+            words.get(result.get("config", {}).get("spinning", ""), "-")))
     gr = result.get("growth") or {}
     if gr.get("checkpoints"):
         out += ["", "memory growth (%s):" % gr["variant"]]

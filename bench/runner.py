@@ -47,12 +47,13 @@ class Variant:
     gate: bool          # skip the segmenter on confident negatives
     classifier: str     # ONNX files of this precision
     segmenter: str
-    spinning: bool = False   # ONNX Runtime's idle intra-op threads spin (the runtime's default: no)
+    spinning: str = ""       # ONNX Runtime's idle threads (edge.inference.onnxruntime.SPINNING); "": the runtime's default
 
     @property
     def name(self) -> str:
         return "%s/threads=%s/gate=%s%s" % (self.precision, "all" if self.threads == 0 else self.threads,
-                                            "on" if self.gate else "off", "/spinning" if self.spinning else "")
+                                            "on" if self.gate else "off",
+                                            "/spinning=" + self.spinning if self.spinning else "")
 
 
 class RssSampler:
@@ -102,7 +103,7 @@ def build_pipeline(settings: Settings, variant: Variant) -> Pipeline:
     s.decision.gate_segmenter = variant.gate
     backend, why = resolve_backend_name(s.models)
     if backend == "onnxruntime" and variant.spinning:
-        cls, seg = (OnnxRuntimeBackend(load_manifest(p), threads=variant.threads, allow_spinning=True)
+        cls, seg = (OnnxRuntimeBackend(load_manifest(p), threads=variant.threads, spinning=variant.spinning)
                     for p in (variant.classifier, variant.segmenter))
     else:
         cls = create_backend(load_manifest(variant.classifier), s.models, backend)
@@ -282,6 +283,25 @@ def appliance_settings(settings: Settings, variant: Variant, workdir: str, port:
     return s
 
 
+def quiesce(max_wait_s: float = 5.0, window_s: float = 0.2, idle_share: float = 0.05) -> Dict[str, float]:
+    """Wait until this process is idle (its threads together use under
+    `idle_share` of one core over `window_s`), after a garbage collection:
+    the appliance's start-up calibration must not time its thread counts
+    against leftovers of the bench's previous step (sessions not yet freed,
+    threads still spinning). Returns how long it waited and the last share."""
+    import gc
+    gc.collect()
+    start = time.perf_counter()
+    share = 1.0
+    while True:
+        c0, t0 = time.process_time(), time.perf_counter()
+        time.sleep(window_s)
+        share = (time.process_time() - c0) / max(1e-6, time.perf_counter() - t0)
+        if share < idle_share or time.perf_counter() - start >= max_wait_s:
+            break
+    return {"waited_s": time.perf_counter() - start, "own_cpu_share": share}
+
+
 def measure_appliance(settings: Settings, variant: Variant, items: Sequence[BenchInput], workdir: str,
                       port: int, one_at_a_time: int, burst: int) -> Dict[str, Any]:
     """A real Appliance watching a real folder. Files are written beside
@@ -290,6 +310,7 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
     from edge.app import Appliance
     shutil.rmtree(workdir, ignore_errors=True)
     s = appliance_settings(settings, variant, workdir, port)
+    quiet = quiesce()
     app = Appliance(s, pipeline=build_pipeline(s, variant))
     staging = os.path.join(s.capture.dir, "staging")
     os.makedirs(staging, exist_ok=True)
@@ -336,21 +357,29 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
             images = [decode_bytes(it.data, s.decode).pixels for it in items[:2]]
             limit_now = measure_limit(app.pipeline, images, max(10, min(burst, 20)))
             del images
+            cpu0 = time.process_time()
             arrivals = drop(burst)
-            ids, seg_ran = [], 0
+            ids, seg_ran, burst_samples = [], 0, []
             for _ in range(burst):
                 outcome = app.outcomes.get(timeout=300)
                 ids.append(outcome.alert_id)
+                burst_samples.append(dict(outcome.timings_ms or {}))
                 seg_ran += int(bool((outcome.timings_ms or {}).get("segment_ms")))
             if None in ids:
                 raise RuntimeError("a burst file was not alerted")
             last = max((_wait_sent(app, i) or (0.0, 0.0))[1] for i in ids)
+            cpu_s = time.process_time() - cpu0
             span = last - arrivals[0][1]
             burst_result = {"images": burst, "throughput_ips": stats.throughput(burst, span),
                             "throughput_after_settle_ips": stats.throughput(burst, span - settle),
-                            "segmenter_ran": seg_ran, "limit_just_before_ips": limit_now["throughput_ips"],
+                            "segmenter_ran": seg_ran,
+                            # this process's CPU over the burst (every thread), in cores: what it left idle
+                            "cores_used": cpu_s / max(1e-9, time.time() - arrivals[0][1]),
+                            "limit_just_before_ips": limit_now["throughput_ips"],
                             "limit_just_before_segment_ms": limit_now["segment_ms"]["p50"],
-                            "limit_just_before_classify_ms": limit_now["classify_ms"]["p50"]}
+                            "limit_just_before_classify_ms": limit_now["classify_ms"]["p50"],
+                            "stages": stats.stage_table(burst_samples, tuple(
+                                k for k in APPLIANCE_STAGES if k != "publish_ms"))}
     finally:
         app.stop()
     compute = [sum(v for k, v in smp.items() if k in PIPELINE_STAGES) for smp in samples]
@@ -367,7 +396,8 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
                 "arrival_to_puback_less_compute_ms": stats.summarize(overhead),
                 "arrival_to_puback_over_compute": stats.summarize(per_file),
                 "stages": stats.stage_table(samples, APPLIANCE_STAGES)},
-            "burst": burst_result, "inference_threads": status.get("inference_threads")}
+            "burst": burst_result, "inference_threads": status.get("inference_threads"),
+            "before_start": quiet}
 
 
 def measure_growth(settings: Settings, variant: Variant, items: Sequence[BenchInput], workdir: str,

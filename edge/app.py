@@ -64,6 +64,7 @@ from edge.stages.job import Job, Outcome
 from edge.stages.overlay_recovery import AfterAlert
 from edge.stages.rejections import Rejections
 from edge.stages.tally import Tally
+from edge.stages.warmup import warm_film_path
 from edge.store import Store, one_line
 
 __all__ = ["Appliance", "Outcome", "build_pipeline"]
@@ -72,6 +73,7 @@ log = logging.getLogger(__name__)
 
 DISK_RECHECK_S = 2.0     # how often a paused intake looks at the free space again
 LAST_RESORT_AFTER = 6    # machine-type failures of one file while others succeed
+WARM_WAIT_S = 30.0       # start() waits this long at most for the threads' warm-up films
 
 _END = object()
 
@@ -102,6 +104,7 @@ class Appliance:
         self.hospital = HospitalLinks(settings, self.store, self.folders)   # DICOM in, results to PACS
         self._stop = threading.Event()
         self._threads = []  # type: List[threading.Thread]
+        self._warm_intake, self._warm_inference = threading.Event(), threading.Event()
         self._handoff = queue.Queue(maxsize=1)  # type: queue.Queue   # Jobs ready for the models
         self._tally = Tally()
         self._retries = RetryQueue()
@@ -118,6 +121,7 @@ class Appliance:
                                       self._tally, self._retries)
         side = decode_side(self.pipeline.input_sides, settings.alerts.overlay_max_side
                            if settings.mqtt.publish_overlay else 0)
+        self._decode_side = side
         self._after = AfterAlert(settings, self.store, self.outbox, self.hospital, self.folders,
                                  self.topics, self._tally, side)   # overlay + PACS after the alert; crash recovery
         self._intake = Intake(settings, self.pipeline, self.ledger, self.folders, self._rejections,
@@ -166,6 +170,8 @@ class Appliance:
                          threading.Thread(target=self._inference_loop, name="inference", daemon=True)]
         for t in self._threads:
             t.start()
+        for warmed in (self._warm_intake, self._warm_inference):   # a film now finds them warm
+            warmed.wait(WARM_WAIT_S)
         self.hospital.start()
         log.info("watching %s (%s); alerts to %s:%d under %s", self.folders.incoming, self.watcher.mode,
                  self.settings.mqtt.host, self.settings.mqtt.port, self.topics.base)
@@ -230,6 +236,7 @@ class Appliance:
         logged and the turn tried again a second later."""
         recovered, last_error = False, None
         try:
+            self._warm_thread(("decode", "prepare"), self._warm_intake)
             while not self._stop.is_set():
                 try:
                     if not recovered:
@@ -328,7 +335,18 @@ class Appliance:
         return ok
 
     # -- the inference thread ---------------------------------------------
+    def _warm_thread(self, steps, done: threading.Event) -> None:
+        """The film path once on this thread, before its first real film (edge/stages/warmup.py)."""
+        try:
+            if self.settings.models.warmup > 0:
+                path = warm_film_path(self.pipeline, self.settings, self._decode_side, steps)
+                log.info("warm-up film on the %s thread (ms): %s", threading.current_thread().name,
+                         ", ".join("%s %.0f" % (k[:-3], v) for k, v in path.items()))
+        finally:
+            done.set()
+
     def _inference_loop(self) -> None:
+        self._warm_thread(("decode", "prepare", "infer", "overlay"), self._warm_inference)
         while True:
             job = self._handoff.get()
             if job is _END:

@@ -119,8 +119,14 @@ def test_quick_bench_writes_table_json_and_plot(tmp_path, capsys):
     assert main["limit"]["images"] == 4 and main["pipeline_gate_off"]["segmenter_ran"] == 4
     e2e = result["end_to_end"]
     assert e2e["one_at_a_time"]["arrival_to_puback_ms"]["n"] == 2 and e2e["burst"]["images"] == 4
-    assert set(result["spinning"]) == {"on", "off"} and result["spinning"]["on"]["images"] == 2
+    assert set(result["spinning"]) == {"on", "run", "off"} and result["spinning"]["on"]["images"] == 2
     assert "tiny-segmenter" in e2e["inference_threads"]
+    assert e2e["before_start"]["waited_s"] >= 0.2           # the appliance started on an idle bench process
+    check = result["threads_check"]                          # its calibration beside the sweep, per model
+    assert set(check) == {"tiny-classifier", "tiny-segmenter"}
+    assert all(c["appliance"] == e2e["inference_threads"][n]["threads"] for n, c in check.items())
+    assert "threads: appliance's start-up calibration" in printed
+    assert "per stage in the burst" in printed
     assert [r["images"] for r in result["growth"]["checkpoints"]] == [2, 4]
     assert result["baseline"] == {"skipped": "--baseline-images 0"}
     names = [g["name"] for g in result["goals"]]

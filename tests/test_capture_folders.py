@@ -193,3 +193,32 @@ def test_a_claim_syncs_processing_at_once_and_its_source_before_the_file_moves_o
     other = f.claim(_drop(f, "b.dcm"))
     f.finish(other)
     assert events.count(("fsync", "incoming")) == 1
+
+
+def _read_as_if_sized(tmp_path, content, size, max_bytes):
+    """_read_and_hash on a real file whose fstat said `size` (less than it
+    holds: the writer appended after the stat)."""
+    from edge.capture.folders import _read_and_hash
+    path = tmp_path / "growing.dcm"
+    path.write_bytes(content)
+    with open(str(path), "rb") as f:
+        return _read_and_hash(f, size, max_bytes)
+
+
+def test_a_file_read_at_its_stat_size_is_read_whole(tmp_path):
+    data, digest, n = _read_as_if_sized(tmp_path, b"x" * 1000, 1000, 512 * 1048576)
+    assert data == b"x" * 1000 and n == 1000 and digest == hashlib.sha256(data).hexdigest()
+
+
+def test_a_file_that_grew_after_its_stat_is_read_on_to_its_end(tmp_path):
+    content = bytes(range(256)) * 4
+    data, digest, n = _read_as_if_sized(tmp_path, content, 10, None)
+    assert data == content and n == len(content) and digest == hashlib.sha256(content).hexdigest()
+    data, _, n = _read_as_if_sized(tmp_path, content, 10, 10 ** 6)
+    assert data == content
+
+
+def test_a_file_that_grew_past_the_limit_is_read_only_one_byte_past_it(tmp_path):
+    content = b"y" * 5000
+    data, _, n = _read_as_if_sized(tmp_path, content, 100, 1000)
+    assert n == 1001 and data == content[:1001]             # the caller sees it grew past the limit

@@ -36,6 +36,37 @@ def test_calibrate_keeps_each_counts_best_run_and_more_runs_when_cheap():
     assert calls.count(2) == 3                 # 151 ms
 
 
+class _Cart:
+    """A model whose true times are 11 ms at 1 thread and 6.5 ms at 2, on a
+    machine where something else takes a core for `busy` consecutive runs
+    starting at run `start`: a 2-thread run then takes the 1-thread time
+    plus a little (its second thread waits for the core)."""
+
+    def __init__(self, start, busy):
+        self.start, self.busy, self.calls = start, busy, []
+
+    def time_once(self, t):
+        self.calls.append(t)
+        loaded = self.start <= len(self.calls) - 1 < self.start + self.busy
+        return {1: 11.0, 2: 11.4 if loaded else 6.5}[t]
+
+
+@pytest.mark.parametrize("start", range(0, 12))
+def test_calibrate_picks_the_right_count_through_a_transient_slowdown(start):
+    # The slowdown lasts as long as max_runs runs: timed one count after the
+    # other, it could cover every run of the 2-thread count and make 1 win.
+    cart = _Cart(start, busy=10)
+    choice = threads.calibrate(cart.time_once, [1, 2], min_runs=3, max_runs=10, budget_ms=200.0)
+    assert choice.threads == 2, (start, cart.calls, choice.measured_ms)
+    assert choice.measured_ms == {1: 11.0, 2: 6.5}
+
+
+def test_calibrate_interleaves_counts_and_varies_which_runs_first():
+    calls = []
+    threads.calibrate(lambda t: calls.append(t) or 1.0, [1, 2, 4], min_runs=3, max_runs=3, budget_ms=0.0)
+    assert calls == [1, 2, 4, 2, 4, 1, 4, 1, 2]
+
+
 def test_parse_accepts_auto_and_non_negative_integers_only():
     assert threads.parse("auto") is None and threads.parse("AUTO") is None
     assert threads.parse(0) == 0 and threads.parse(3) == 3
@@ -71,3 +102,22 @@ def test_auto_backend_measures_every_candidate_and_status_reports_it(tmp_path):
     assert report["tiny-classifier"] == {"threads": 1, "how": "configured"}
     assert report["tiny-segmenter"]["how"] == "calibrated"
     assert set(report["tiny-segmenter"]["measured_ms"]) == {str(t) for t in auto.threads.measured_ms}
+
+
+def test_spinning_modes_map_to_onnx_runtime_session_entries():
+    from edge.inference.onnxruntime import spin_entries
+    assert spin_entries("off") == {"session.intra_op.allow_spinning": "0", "session.force_spinning_stop": "0"}
+    assert spin_entries("on") == {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "0"}
+    assert spin_entries("run") == {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"}
+    with pytest.raises(ValueError):
+        spin_entries("sometimes")
+
+
+@pytest.mark.parametrize("mode", ["off", "on", "run"])
+def test_every_spinning_mode_loads_and_runs(tmp_path, mode):
+    import numpy as np
+    cls, _ = write_tiny_models(str(tmp_path))
+    backend = OnnxRuntimeBackend(load_manifest(cls), threads=2, spinning=mode)
+    m = backend.manifest
+    out = backend.run(np.zeros([1, m.preprocessing.channels] + list(m.preprocessing.size), np.float32))
+    assert backend.spinning == mode and out.dtype == np.float32

@@ -370,7 +370,14 @@ def _read_and_hash(f, size: int, max_bytes: Optional[int]) -> Tuple[Optional[byt
     one byte past the limit, so a file that grows while read stays bounded."""
     cap = (max_bytes + 1) if max_bytes is not None else None
     if size <= KEEP_BYTES_UP_TO:
-        data = f.read(cap) if cap is not None else f.read()
+        # Ask for the size the file has plus one byte, not for `cap`: a read
+        # allocates what it is asked for before it shrinks the result, and
+        # 512 MB asked for an 8 MB film cost 4.8 ms against 0.8. A file that
+        # grew while read (it filled size + 1) is read on, still bounded by cap.
+        want = size + 1 if cap is None else min(cap, size + 1)
+        data = f.read(want)
+        if len(data) == want and (cap is None or want < cap):
+            data += f.read() if cap is None else f.read(cap - want)
         return data, hashlib.sha256(data).hexdigest(), len(data)
     digest, total = hashlib.sha256(), 0
     while cap is None or total < cap:

@@ -10,7 +10,7 @@ from typing import FrozenSet, Optional
 from edge.capture.names import Sight
 
 from .deflate import inflate_if_deflated
-from .dicom import _read
+from .dicom import _read, stream_end
 from .header_walk import check_header_elements
 from .sniff import sniff_format
 from .withheld import patient_words
@@ -39,7 +39,7 @@ def header_words(data: bytes, max_bytes: int) -> Optional[FrozenSet[str]]:
         data, _deflated = inflate_if_deflated(data, max_bytes)
         check_header_elements(data)
         header, fp = _read(data, stop_before_pixels=True)
-        if fp.tell() >= len(fp.getbuffer()):      # read to the end: no pixel data after it
+        if fp.tell() >= stream_end(fp):      # read to the end: no pixel data after it
             return None
         return patient_words(header)
     except Exception:  # noqa: BLE001 - total: the caller then shows no name at all

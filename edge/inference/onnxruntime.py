@@ -20,11 +20,35 @@ def onnxruntime_available():
     return True, "onnxruntime %s" % onnxruntime.__version__
 
 
+# What ONNX Runtime's intra-op threads do when they have no work:
+#   "off"  sleep at once (allow_spinning=0);
+#   "on"   spin on a core for a while after each run, waiting for more (ORT's default);
+#   "run"  spin only while a run is in progress, stopped the moment it returns
+#          (allow_spinning=1 + session.force_spinning_stop=1, ONNX Runtime >= 1.12).
+SPINNING = ("off", "on", "run")
+# Off: the intake thread (claim, hash, decode) shares the cores with the models,
+# and a spinning thread holds its core even during a run, while it waits between
+# parallel sections. Alone, the classifier runs 6.0 ms with "run" against 6.5 with
+# "off" (2 threads, quiet machine); in the appliance (2 cores, 2 threads) it did
+# not clearly beat "off": python -m bench's 16-film bursts over five runs, off
+# 12.2-14.4 images/s, run 12.6-14.1 (ahead in three, 2 % on the mean: within this
+# machine's noise), on 7.3-8.7; one 40-film burst off 10.4, run 6.6.
+DEFAULT_SPINNING = "off"
+
+
+def spin_entries(spinning: str) -> Dict[str, str]:
+    """The session config entries for a SPINNING mode."""
+    if spinning not in SPINNING:
+        raise ValueError("spinning must be one of %s, got %r" % (", ".join(SPINNING), spinning))
+    return {"session.intra_op.allow_spinning": "0" if spinning == "off" else "1",
+            "session.force_spinning_stop": "1" if spinning == "run" else "0"}
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, manifest: ModelManifest, threads: Union[int, str] = 0, verify: bool = True,
-                 inter_op_threads: int = 1, allow_spinning: bool = False):
+                 inter_op_threads: int = 1, spinning: str = DEFAULT_SPINNING):
         super().__init__(manifest)
         try:
             import onnxruntime  # noqa: F401
@@ -33,7 +57,8 @@ class OnnxRuntimeBackend(Backend):
         if verify:
             verify_model_file(manifest)
         self._inter_op = int(inter_op_threads)
-        self._spin = bool(allow_spinning)
+        self._spin = spin_entries(spinning)
+        self.spinning = spinning
         fixed = thread_choice.parse(threads)
         if fixed is not None:
             self.session = self._session(fixed)
@@ -62,10 +87,8 @@ class OnnxRuntimeBackend(Backend):
         opts.inter_op_num_threads = self._inter_op
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        # Idle intra-op threads sleep instead of spinning: spinning ones steal the
-        # cores the intake thread decodes on. On 2 shared cores a 16-film burst ran
-        # at 2.6-3.5 images/s with spinning and 6.1-6.8 without (python -m bench).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self._spin else "0")
+        for key, value in self._spin.items():
+            opts.add_session_config_entry(key, value)
         try:
             return ort.InferenceSession(self.manifest.model_path, sess_options=opts,
                                         providers=["CPUExecutionProvider"])

@@ -72,15 +72,26 @@ def parse(value: Union[int, str]) -> Optional[int]:
 
 def calibrate(time_once: Callable[[int], float], counts: Sequence[int], min_runs: int = MIN_RUNS,
               max_runs: int = MAX_RUNS, budget_ms: float = BUDGET_MS) -> ThreadChoice:
-    """`time_once(t)` runs the model once with t threads and returns ms. Each
-    count gets min_runs..max_runs runs (more while under budget_ms) and keeps
-    its best: interference from other processes only ever adds time."""
-    measured = {}
-    for t in counts:
-        times = []   # type: List[float]
-        while len(times) < max(1, min_runs) or (len(times) < max_runs and sum(times) < budget_ms):
-            times.append(time_once(t))
-        measured[t] = min(times)
+    """`time_once(t)` runs the model once with t threads and returns ms.
+
+    The counts are timed round-robin (1, 2, 4, then 2, 4, 1, ...), not one
+    block after another: a burst of load from elsewhere (a cart's other
+    services, a bench's previous step) then lands on every candidate alike
+    instead of spoiling one count's every run. Each count keeps its best run
+    (interference only ever adds time); min_runs..max_runs rounds, more
+    while the rounds so far stay under budget_ms per count."""
+    order = list(counts)
+    if not order:
+        raise ValueError("no thread counts to measure")
+    times = {t: [] for t in order}   # type: Dict[int, List[float]]
+    rounds = 0
+    while rounds < max(1, min_runs) or (rounds < max_runs
+                                        and sum(map(sum, times.values())) < budget_ms * len(order)):
+        shift = rounds % len(order)          # no count always runs first (or right after another)
+        for t in order[shift:] + order[:shift]:
+            times[t].append(time_once(t))
+        rounds += 1
+    measured = {t: min(v) for t, v in times.items()}
     return ThreadChoice(pick(measured), "calibrated", measured)
 
 
