@@ -87,7 +87,7 @@ def _measure(candidates: Dict[str, str], fp32: Any, input_name: str, golden: np.
     result = {}  # type: Dict[str, Dict[str, Any]]
     for name, sess in sessions.items():
         result[name] = {"parity": compare(ref, run_all(sess, input_name, golden), manifest.output_kind,
-                                          manifest.task).to_json()}
+                                          manifest.task, columns=manifest.output_columns).to_json()}
     one = golden[:1]
     out_name = fp32.get_outputs()[0].name
     runners = {"fp32": lambda: fp32.run([out_name], {input_name: one})}

@@ -58,6 +58,7 @@ class BuildPlan:
     golden_describe: str = ""
     fp16_layers: List[str] = field(default_factory=list)
     fallback_layers: List[str] = field(default_factory=list)   # FP16 on an INT8 budget breach
+    output_columns: List[str] = field(default_factory=list)    # the manifest's, for parity
     tolerance: Dict[str, float] = field(default_factory=dict)
     budget: Dict[str, Any] = field(default_factory=dict)
     engine: str = ""
@@ -121,7 +122,7 @@ def prepare(onnx_path: str, profile: DeviceProfile, precision: str, out_dir: str
     plan = BuildPlan(
         model=stem, onnx=os.path.abspath(manifest.model_path), onnx_sha256=manifest.sha256,
         preprocess_digest=manifest.preprocessing.digest(), task=manifest.task, output_kind=manifest.output_kind,
-        device=profile.name, profile_path=profile.path, precision=precision, dla_core=placement.dla_core,
+        output_columns=list(manifest.output_columns), device=profile.name, profile_path=profile.path, precision=precision, dla_core=placement.dla_core,
         gpu_fallback=placement.gpu_fallback, workspace_bytes=profile.workspace_mib << 20,
         builder_optimization_level=profile.builder_optimization_level, timing_cache=profile.timing_cache,
         input_name=manifest.input.name,

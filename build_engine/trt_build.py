@@ -196,7 +196,7 @@ def _parity(plan: BuildPlan, runner: TrtRunner) -> Dict[str, Any]:
         from build_engine.cpu_variant import ort_session, run_all
         ref = np.stack(run_all(ort_session(plan.onnx), plan.input_name, inputs))
     got = [runner.run(inputs[i:i + 1]) for i in range(len(inputs))]
-    return compare(list(ref), got, plan.output_kind, plan.task).to_json()
+    return compare(list(ref), got, plan.output_kind, plan.task, columns=plan.output_columns).to_json()
 
 
 def build(plan: BuildPlan, force: bool = False, progress: Optional[Progress] = None) -> EngineSidecar:

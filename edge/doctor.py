@@ -200,7 +200,7 @@ def check_parity(settings: Settings, golden: Optional[np.ndarray] = None) -> Lis
             import onnxruntime as ort
             sess = ort.InferenceSession(ref_path, providers=["CPUExecutionProvider"])
             ref = sess.run(None, {manifest.input.name: tensor})[0]
-            result = compare([ref], [got], manifest.output_kind, manifest.task)
+            result = compare([ref], [got], manifest.output_kind, manifest.task, columns=manifest.output_columns)
         except (PneumoEdgeError, ImportError, ValueError) as exc:
             out.append(Check("parity:" + role, FAIL if _needs_tensorrt(settings) else WARN, str(exc)))
             continue

@@ -38,8 +38,17 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
+def probability_part(x: np.ndarray, columns: Sequence[str] = ()) -> np.ndarray:
+    """The part of an output that is a score: with named output_columns only the
+    "pneumothorax" column (the others are not-a-chest distances, which no
+    sigmoid turns into a probability; their raw differences still count)."""
+    if columns and "pneumothorax" in columns:
+        return np.asarray(x).reshape(-1, len(columns))[:, list(columns).index("pneumothorax")]
+    return x
+
+
 def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], output_kind: str,
-            task: str, threshold: float = 0.5) -> ParityResult:
+            task: str, threshold: float = 0.5, columns: Sequence[str] = ()) -> ParityResult:
     if len(reference) != len(candidate) or not reference:
         raise ValueError("need the same non-zero number of reference and candidate outputs")
     abs_d, prob_d, dices = [], [], []  # type: List[float], List[np.ndarray], List[float]
@@ -47,7 +56,8 @@ def compare(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], ou
         if ref.shape != got.shape:
             raise ValueError("output shape %s differs from the reference %s" % (got.shape, ref.shape))
         abs_d.append(float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))))
-        pr, pg = to_probability(ref, output_kind), to_probability(got, output_kind)
+        pr = to_probability(probability_part(ref, columns), output_kind)
+        pg = to_probability(probability_part(got, columns), output_kind)
         prob_d.append(np.abs(pr - pg).ravel())
         if task == "segmentation":
             dices.append(dice(pr >= threshold, pg >= threshold))
