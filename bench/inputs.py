@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from edge.phantom import chest_phantom
+from edge.phantom import chest_phantom, dataset_bytes, phantom_dataset
 
 KINDS = ("dicom", "j2k", "png")
 _UID_ROOT = "1.2.826.0.1.3680043.8.498.7."
@@ -42,35 +42,13 @@ def j2k_problem() -> Optional[str]:
 
 
 def dicom_bytes(pixels: np.ndarray, compress_j2k: bool = False, bits: int = 12) -> bytes:
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-    ds = Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.SOPInstanceUID = _UID_ROOT + _UID_SLOT.decode()
+    from pydicom.uid import generate_uid
+    ds = phantom_dataset(pixels, bits, sop_instance_uid=_UID_ROOT + _UID_SLOT.decode())
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
-    ds.Modality = "DX"
-    ds.ViewPosition = "PA"
-    ds.PixelSpacing = [0.15, 0.15]
-    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
-    ds.WindowCenter, ds.WindowWidth = 2048, 4096
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
     if compress_j2k:
         ds.compress("1.2.840.10008.1.2.4.90", pixels.astype(np.uint16), generate_instance_uid=False)
-    buf = io.BytesIO()
-    if int(pydicom.__version__.split(".")[0]) >= 3:
-        ds.save_as(buf, enforce_file_format=True)
-    else:
-        ds.save_as(buf, write_like_original=False)
-    return buf.getvalue()
+    return dataset_bytes(ds)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:

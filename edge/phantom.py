@@ -35,3 +35,38 @@ def chest_phantom(h: int = 1024, w: int = 1024, seed: int = 0,
     if bits is None:
         return img
     return (img * ((1 << bits) - 1)).astype(np.uint16)
+
+
+def phantom_dataset(pixels: np.ndarray, bits: int = 12, sop_instance_uid: Optional[str] = None,
+                    modality: str = "DX"):
+    """An uncompressed PA pydicom Dataset of `pixels` (grey, values below
+    2**bits), with its file meta: the bench's inputs and the start-up warm-up
+    film are both this."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.SOPInstanceUID = sop_instance_uid or generate_uid()
+    ds.Modality, ds.ViewPosition, ds.PixelSpacing = modality, "PA", [0.15, 0.15]
+    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
+    ds.WindowCenter, ds.WindowWidth = 2048, 4096
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
+    return ds
+
+
+def dataset_bytes(ds) -> bytes:
+    """A Dataset as a DICOM file's bytes, on pydicom 2 or 3."""
+    import io
+    import pydicom
+    buf = io.BytesIO()
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(buf, enforce_file_format=True)
+    else:
+        ds.save_as(buf, write_like_original=False)
+    return buf.getvalue()

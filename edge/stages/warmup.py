@@ -12,7 +12,6 @@ decode (an uncompressed DICOM twice the decode floor, so the reduced path
 runs), the models' inputs, the models with their postprocess, and the
 overlay; nothing touches the folders, the store or MQTT.
 """
-import io
 import logging
 import time
 from typing import Dict, Sequence
@@ -23,7 +22,7 @@ import numpy as np
 from edge.decode import decode_bytes
 from edge.alerts.overlay import render_overlay
 from edge.errors import DecodeError
-from edge.phantom import chest_phantom
+from edge.phantom import chest_phantom, dataset_bytes, phantom_dataset
 from edge.pipeline import Pipeline
 from edge.settings import Settings
 from edge.types import Finding
@@ -39,29 +38,9 @@ _REGION = Finding(pneumothorax=True, probability=0.9, seg_max_probability=0.9, a
 
 def synthetic_dicom(side: int, modality: str = "DX") -> bytes:
     """An uncompressed 12-bit film of side x side px (the chest phantom)."""
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-    ds = Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality, ds.ViewPosition, ds.PixelSpacing = modality, "PA", [0.15, 0.15]
-    ds.Rows = ds.Columns = int(side)
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, _BITS, _BITS - 1, 0
-    ds.WindowCenter, ds.WindowWidth = 2048, 4096
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     small = chest_phantom(256, 256, bits=_BITS).astype(np.uint16)        # the phantom at 2048 px: 0.5 s
-    ds.PixelData = cv2.resize(small, (int(side), int(side)), interpolation=cv2.INTER_NEAREST).tobytes()
-    buf = io.BytesIO()
-    if int(pydicom.__version__.split(".")[0]) >= 3:
-        ds.save_as(buf, enforce_file_format=True)
-    else:
-        ds.save_as(buf, write_like_original=False)
-    return buf.getvalue()
+    pixels = cv2.resize(small, (int(side), int(side)), interpolation=cv2.INTER_NEAREST)
+    return dataset_bytes(phantom_dataset(pixels, _BITS, modality=modality))
 
 
 STEPS = ("decode", "prepare", "infer", "overlay")
