@@ -42,6 +42,8 @@ def test_unit_label_rule():
     assert safe_label("smith_johanna_19480213.dcm", dicom, "n") == "***_***_***.dcm"
     assert safe_label("chest-20240105.dcm", dicom, "n") == "chest-20240105.dcm"     # not its birth date
     assert safe_label("SMITH JOHANNA 13.02.1948.dcm", dicom, "n") == "*** *** ***.dcm"
+    assert safe_label("SMITHJOHANNA.dcm", dicom, "n") == "******.dcm"                 # run together
+    assert safe_label("JohannaSmith19480213cxr.dcm", dicom, "n") == "*********cxr.dcm"
     assert safe_label("Smith^Johanna.dcm", None, "file-ab12") == "file-ab12"          # not looked at
     assert safe_label("Smith^Johanna.dcm", Sight("opaque"), "file-ab12") == "file-ab12"
     assert safe_label("xray_13.02.1948.png", Sight("raster"), "n") == "xray_***.png"

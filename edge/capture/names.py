@@ -11,8 +11,9 @@ touch the file itself. `fit_name` keeps names within the file system's
 A name may also be the patient's (`Smith^Johanna.dcm`, `smith_19480213.dcm`).
 `safe_label` is what a name may be shown as once the content has been looked
 at (a `Sight`): a DICOM film's own patient-name words and birth date masked
-(edge.decode.withheld.scrub), a PNG/JPEG's date-like digit runs masked (it has
-no header to say whose it is: its name is the site's responsibility), and
+(edge.decode.withheld.scrub_within: also when run together, `SMITHJOHANNA`),
+a PNG/JPEG's date-like digit runs masked (it has no header to say whose it
+is: its name is the site's responsibility), and
 anything else, or a file not looked at yet, shown only as a neutral label
 (the content's sha256 prefix or a claim index), never by its name.
 """
@@ -23,7 +24,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import FrozenSet, Optional
 
-from edge.decode.withheld import MASK, scrub
+from edge.decode.withheld import MASK, scrub_within
 
 NAME_MAX = 255   # bytes, ext4/xfs/btrfs and most others
 
@@ -94,7 +95,7 @@ def safe_label(name: str, sight: Optional[Sight], neutral: str) -> str:
         return neutral
     shown = display_name(name)
     if sight.kind == "dicom":
-        return scrub(shown, with_date_spellings(sight.words))
+        return scrub_within(shown, with_date_spellings(sight.words))
     return mask_dates(shown)
 
 

@@ -63,6 +63,24 @@ def scrub(text: str, words: FrozenSet[str]) -> str:
     return _pattern(words).sub(MASK, text)
 
 
+# Inside a run of letters only words this long are masked: a 2-letter name
+# ("LI", "NG") would mask half the words of any file name.
+WITHIN_MIN = 3
+
+
+def scrub_within(text: str, words: FrozenSet[str]) -> str:
+    """scrub, and each word of WITHIN_MIN or more characters also inside a
+    longer run (`SMITHJOHANNA.dcm`, `JohannaSmith1.dcm`): for file names,
+    where a mask too many costs nothing and a name run together is common."""
+    if not words or not text:
+        return text
+    inside = [w for w in words if len(w) >= WITHIN_MIN]
+    if inside:
+        alternatives = "|".join(re.escape(w) for w in sorted(inside, key=len, reverse=True))
+        text = re.compile("(?:%s)" % alternatives, re.IGNORECASE).sub(MASK, text)
+    return scrub(text, words)
+
+
 def withheld(value: Optional[str], words: FrozenSet[str]) -> Optional[str]:
     """`value` with the patient's words masked (None stays None)."""
     return None if value is None else scrub(value, words)
