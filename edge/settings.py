@@ -154,6 +154,10 @@ class DicomIntakeSettings:
     # Bytes per PDU we receive (0 = unlimited); 16 KiB PDUs cost an 8 MB film ~50 ms more
     # in pure-Python pynetdicom.
     max_pdu: int = field(default=1048576, metadata={"format": "max_pdu"})
+    # pynetdicom holds a data set in memory until it is whole: past this many MB
+    # received for one film the association is aborted (the decoder's own limit,
+    # decode.max_file_mb, is the same default).
+    max_dataset_mb: int = field(default=512, metadata={"ge": 1})
     acse_timeout_s: float = field(default=30.0, metadata=_POSITIVE)
     dimse_timeout_s: float = field(default=60.0, metadata=_POSITIVE)
     network_timeout_s: float = field(default=60.0, metadata=_POSITIVE)

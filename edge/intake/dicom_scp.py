@@ -9,7 +9,10 @@ is checked (received.check_dataset), written durably into incoming/
 (spool.Spool) and only then answered with success. C-ECHO is answered.
 
 pynetdicom runs one thread per association (at most max_associations);
-this module is the thin adapter between it and the spool.
+this module is the thin adapter between it and the spool. pynetdicom keeps
+a data set in memory until it is whole, so the bytes received since the
+last C-STORE are counted per association: past max_dataset_mb the
+association is aborted, and the next sender is served as before.
 """
 import logging
 import threading
@@ -34,6 +37,8 @@ class DicomReceiver:
         self._server = None  # type: Any
         self._lock = threading.Lock()
         self._counts = {"stored": 0, "refused": 0}
+        self._pending = {}  # type: Dict[int, int]   # id(association) -> bytes since its last C-STORE
+        self._limit = int(settings.max_dataset_mb) << 20
 
     @property
     def port(self) -> int:
@@ -63,7 +68,9 @@ class DicomReceiver:
         ae.acse_timeout = s.acse_timeout_s
         ae.dimse_timeout = s.dimse_timeout_s
         ae.network_timeout = s.network_timeout_s
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected)]
+        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected),
+                    # forgotten at close, not at abort: data already in flight still arrives
+                    (evt.EVT_DATA_RECV, self._on_data), (evt.EVT_CONN_CLOSE, self._forget)]
         try:
             self._server = ae.start_server((s.bind_address, s.port), block=False, evt_handlers=handlers)
         except OSError as exc:
@@ -81,7 +88,31 @@ class DicomReceiver:
             server.shutdown()
 
     # -- pynetdicom event handlers (one thread per association) ---------------
+    def _on_data(self, event) -> None:
+        """Bytes off the socket (the DUL thread): abort an association whose
+        next data set has grown past the limit, before it is held whole."""
+        key = id(event.assoc)
+        with self._lock:
+            seen = self._pending.get(key, 0)
+            if seen < 0:                     # already aborting
+                return
+            seen += len(event.data)
+            self._pending[key] = seen if seen <= self._limit else -1
+        if seen > self._limit:
+            self._count("refused")
+            log.warning("C-STORE from %s aborted: more than %d MB received for one data set "
+                        "(intake.dicom.max_dataset_mb)", _calling_ae(event), self._limit >> 20)
+            # abort() waits on the DUL thread this handler runs in: from a thread of its own.
+            threading.Thread(target=event.assoc.abort, name="dicom-abort", daemon=True).start()
+
+    def _forget(self, event) -> None:
+        with self._lock:
+            self._pending.pop(id(event.assoc), None)
+
     def _on_store(self, event) -> int:
+        with self._lock:
+            if self._pending.get(id(event.assoc), 0) >= 0:
+                self._pending[id(event.assoc)] = 0          # this data set is whole: count the next one
         req = event.request
         sop_class = str(req.AffectedSOPClassUID)
         sop_instance = str(req.AffectedSOPInstanceUID)
