@@ -30,7 +30,7 @@ def test_calibrate_keeps_each_counts_best_run_and_more_runs_when_cheap():
     def time_once(t):
         calls.append(t)
         return noisy[t][(len([c for c in calls if c == t]) - 1) % 3]
-    choice = threads.calibrate(time_once, [1, 2], min_runs=3, max_runs=10, budget_ms=100.0)
+    choice = threads.calibrate(time_once, [1, 2], min_runs=3, max_runs=10, budget_ms=100.0, windows=1)
     assert choice.measured_ms == {1: 40.0, 2: 30.0} and choice.threads == 2 and choice.how == "calibrated"
     assert calls.count(1) == 3                 # 135 ms after 3 runs: over budget
     assert calls.count(2) == 3                 # 151 ms
@@ -56,15 +56,30 @@ def test_calibrate_picks_the_right_count_through_a_transient_slowdown(start):
     # The slowdown lasts as long as max_runs runs: timed one count after the
     # other, it could cover every run of the 2-thread count and make 1 win.
     cart = _Cart(start, busy=10)
-    choice = threads.calibrate(cart.time_once, [1, 2], min_runs=3, max_runs=10, budget_ms=200.0)
+    choice = threads.calibrate(cart.time_once, [1, 2], min_runs=3, max_runs=10, budget_ms=200.0, windows=1)
     assert choice.threads == 2, (start, cart.calls, choice.measured_ms)
     assert choice.measured_ms == {1: 11.0, 2: 6.5}
 
 
 def test_calibrate_interleaves_counts_and_varies_which_runs_first():
     calls = []
-    threads.calibrate(lambda t: calls.append(t) or 1.0, [1, 2, 4], min_runs=3, max_runs=3, budget_ms=0.0)
+    threads.calibrate(lambda t: calls.append(t) or 1.0, [1, 2, 4], min_runs=3, max_runs=3, budget_ms=0.0,
+                      windows=1)
     assert calls == [1, 2, 4, 2, 4, 1, 4, 1, 2]
+
+
+def test_load_that_spoils_a_whole_window_is_outlasted_by_the_second():
+    # The 2-thread count is slowed for every run of the first window (as in one
+    # bench run: 29.5 ms at 2 threads against 29.8 at 1); the second window,
+    # after the gap, sees it quiet.
+    slept = []
+    cart = _Cart(0, busy=20)
+    one = threads.calibrate(cart.time_once, [1, 2], min_runs=3, max_runs=10, budget_ms=200.0, windows=1)
+    assert one.threads == 1                               # one window alone is fooled
+    cart = _Cart(0, busy=20)
+    two = threads.calibrate(cart.time_once, [1, 2], min_runs=3, max_runs=10, budget_ms=200.0, windows=2,
+                            gap_s=0.5, sleep=slept.append)
+    assert two.threads == 2 and two.measured_ms == {1: 11.0, 2: 6.5} and slept == [0.5]
 
 
 def test_parse_accepts_auto_and_non_negative_integers_only():
