@@ -17,6 +17,7 @@ import pytest
 from edge.app import Appliance
 from edge.capture.names import Sight, mask_dates, safe_label
 from edge.decode.header_words import sight_of
+from edge.decode.withheld import patient_words
 from tests.attack_kit import BIRTH_DATE, appliance_logs, collect, dicom_bytes, drop, settings_for
 from tests.dicom_factory import write_png
 from tests.mosquitto import Subscriber
@@ -26,6 +27,13 @@ from tests.test_appliance import received
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Lower-cased: searched in lower-cased text. The birth date as written and as a cart may spell it.
 SECRETS = (b"smith", b"johanna", BIRTH_DATE.encode(), b"13.02.1948", b"1948-02-13")
+
+
+def _named(name):
+    from pydicom.dataset import Dataset
+    ds = Dataset()
+    ds.PatientName = name
+    return ds
 
 
 def _search(blobs, where):
@@ -44,6 +52,13 @@ def test_unit_label_rule():
     assert safe_label("SMITH JOHANNA 13.02.1948.dcm", dicom, "n") == "*** *** ***.dcm"
     assert safe_label("SMITHJOHANNA.dcm", dicom, "n") == "******.dcm"                 # run together
     assert safe_label("JohannaSmith19480213cxr.dcm", dicom, "n") == "*********cxr.dcm"
+    assert safe_label("x_13-02-48.dcm", dicom, "n") == "x_***.dcm"                     # 2-digit year
+    assert safe_label("x_130248.dcm", dicom, "n") == "x_***.dcm"
+    hyphen = Sight("dicom", patient_words(_named("Smith-Jones^Ann")))
+    assert safe_label("smith_jones_ann.dcm", hyphen, "n") == "***_***_***.dcm"
+    assert safe_label("SmithJonesAnn.dcm", hyphen, "n") == "******.dcm"     # SMITHJONES, then ANN
+    irish = Sight("dicom", patient_words(_named("O'Brien^Siobh\u00e1n")))
+    assert safe_label("obrien_siobhan.dcm", irish, "n") == "***_***.dcm"
     assert safe_label("Smith^Johanna.dcm", None, "file-ab12") == "file-ab12"          # not looked at
     assert safe_label("Smith^Johanna.dcm", Sight("opaque"), "file-ab12") == "file-ab12"
     assert safe_label("xray_13.02.1948.png", Sight("raster"), "n") == "xray_***.png"

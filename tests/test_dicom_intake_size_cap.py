@@ -65,3 +65,22 @@ def test_a_data_set_past_the_limit_aborts_its_association_and_the_next_film_is_s
     assert "more than 1 MB received for one data set" in text
     for secret in SECRETS:
         assert secret.decode() not in text
+
+
+def test_with_no_pdu_limit_an_oversized_film_is_never_stored_however_often_it_is_sent(tmp_path):
+    # max_pdu 0: the whole data set arrives in one PDU, already complete when the count
+    # crosses the limit; before, each retry of it was stored.
+    folders = CaptureFolders(str(tmp_path / "capture"), CaptureSettings())
+    rx = DicomReceiver(DicomIntakeSettings(listen=True, port=0, bind_address="127.0.0.1", max_dataset_mb=1,
+                                           max_pdu=0, allowed_calling_aes=["CART1"]), folders)
+    rx.start()
+    try:
+        big = tmp_path / "big.dcm"
+        big.write_bytes(dicom_bytes(3, size=(750, 750)))            # 1.1 MB: just past the limit
+        statuses = [_store(rx.port, big)[0] for _ in range(3)]
+    finally:
+        rx.stop()
+    import os
+    assert os.listdir(folders.incoming) == []
+    assert rx.counts()["stored"] == 0 and rx.counts()["refused"] >= 3
+    assert all(s in (None, 0xA700) for s in statuses)                # no status, or out of resources

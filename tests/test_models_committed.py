@@ -102,7 +102,7 @@ def test_committed_pipeline_refuses_blank_and_synthetic_frames(kind):
         pipe.close()
 
 
-@pytest.mark.xfail(strict=True, reason="known gap of the 0.3.1 gate (classifier card): a fundus photograph turned "
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="known gap of the 0.3.1 gate (classifier card): a fundus photograph turned "
                    "grey scores 8.4 on features (ood_max 10.1, above a held-out child's chest film at 9.15) and "
                    "2.2 on layout (layout_max 7.4); in colour it is refused at decode")
 def test_committed_pipeline_refuses_the_grey_retina_photograph():

@@ -101,11 +101,13 @@ def safe_label(name: str, sight: Optional[Sight], neutral: str) -> str:
 
 def with_date_spellings(words: FrozenSet[str]) -> FrozenSet[str]:
     """`words` plus the ways a cart may spell an 8-digit birth date in a
-    name: 13.02.1948, 13-02-1948, 13_02_1948, 13021948, 1948-02-13 ..."""
+    name: 13.02.1948, 13-02-1948, 13_02_1948, 13021948, 1948-02-13 ..., and
+    with a 2-digit year: 13.02.48, 130248, 48-02-13 ..."""
     more = set(words)
     for w in words:
         if len(w) == 8 and w.isdigit() and w[:2] in ("19", "20"):
             y, m, d = w[:4], w[4:6], w[6:]
             for sep in (".", "-", "_", ""):
-                more.update((sep.join((d, m, y)), sep.join((y, m, d))))
+                for year in (y, y[2:]):
+                    more.update((sep.join((d, m, year)), sep.join((year, m, d))))
     return frozenset(more)

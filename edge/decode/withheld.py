@@ -9,7 +9,8 @@ anything anywhere. The decoder reads this file's own name and birth date
 in the few header values an Image carries.
 """
 import re
-from typing import Any, FrozenSet, Iterable, Optional
+import unicodedata
+from typing import Any, FrozenSet, Iterable, Optional, Set
 
 from pydicom.multival import MultiValue
 
@@ -17,6 +18,7 @@ MASK = "***"
 NAME_KEYWORDS = ("PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName")
 DATE_KEYWORDS = ("PatientBirthDate",)
 _SPLIT = re.compile(r"[\^=\s,;\\]+")
+_INNER = re.compile(r"[-'.\u2019]+")      # inside a name word: Smith-Jones, O'Brien, St.John
 
 
 def _values(ds: Any, keyword: str) -> Iterable[str]:
@@ -37,10 +39,11 @@ def _values(ds: Any, keyword: str) -> Iterable[str]:
 def patient_words(ds: Any) -> FrozenSet[str]:
     """Upper-cased words of the patient's names and the birth date (as written
     and with separators dropped), from a pydicom Dataset."""
-    words = set()
+    words = set()   # type: Set[str]
     for keyword in NAME_KEYWORDS:
         for text in _values(ds, keyword):
-            words.update(w.upper() for w in _SPLIT.split(text) if len(w) >= 2)
+            for w in _SPLIT.split(text):
+                words.update(_name_forms(w))
     for keyword in DATE_KEYWORDS:
         for text in _values(ds, keyword):
             text = text.strip("\0 ")
@@ -49,6 +52,19 @@ def patient_words(ds: Any) -> FrozenSet[str]:
                 words.add(re.sub(r"[^0-9]", "", text))
     words.discard("")
     return frozenset(words)
+
+
+def _name_forms(word: str) -> Set[str]:
+    """A name word as a file name may spell it: whole, its hyphen/apostrophe
+    parts, those run together, and each without accents (SIOBHAN for
+    Siobhán); upper-cased, 2 characters or more."""
+    forms = {word, _INNER.sub("", word)} | set(_INNER.split(word))
+    forms |= {_unaccented(f) for f in forms}
+    return {f.upper() for f in forms if len(f) >= 2}
+
+
+def _unaccented(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
 def _pattern(words: FrozenSet[str]) -> Any:

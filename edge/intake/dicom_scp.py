@@ -12,7 +12,11 @@ pynetdicom runs one thread per association (at most max_associations);
 this module is the thin adapter between it and the spool. pynetdicom keeps
 a data set in memory until it is whole, so the bytes received since the
 last C-STORE are counted per association: past max_dataset_mb the
-association is aborted, and the next sender is served as before.
+association is aborted, and the next sender is served as before. The count
+sees whole PDUs (pynetdicom reads each one in full, whatever its length
+field says, before it reports it), so the bound holds for a sender that
+keeps to our max_pdu, one PDU past the limit at most; with max_pdu 0, or a
+sender that ignores it, a data set may arrive whole before it is refused.
 """
 import logging
 import threading
@@ -75,6 +79,9 @@ class DicomReceiver:
             self._server = ae.start_server((s.bind_address, s.port), block=False, evt_handlers=handlers)
         except OSError as exc:
             raise IntakeError("cannot listen for DICOM on %s:%d: %s" % (s.bind_address, s.port, exc))
+        if not s.max_pdu:
+            log.warning("DICOM receiver has no PDU size limit (intake.dicom.max_pdu 0): a data set past "
+                        "intake.dicom.max_dataset_mb is refused only once it has arrived whole")
         if not s.allowed_calling_aes:
             log.warning("DICOM receiver accepts any calling AE title (intake.dicom.allowed_calling_aes "
                         "is empty)")
@@ -89,8 +96,8 @@ class DicomReceiver:
 
     # -- pynetdicom event handlers (one thread per association) ---------------
     def _on_data(self, event) -> None:
-        """Bytes off the socket (the DUL thread): abort an association whose
-        next data set has grown past the limit, before it is held whole."""
+        """Bytes off the socket (the DUL thread, one whole PDU at a time): abort
+        an association whose next data set has grown past the limit."""
         key = id(event.assoc)
         with self._lock:
             seen = self._pending.get(key, 0)
@@ -110,15 +117,26 @@ class DicomReceiver:
             self._pending.pop(id(event.assoc), None)
 
     def _on_store(self, event) -> int:
+        key = id(event.assoc)
         with self._lock:
-            if self._pending.get(id(event.assoc), 0) >= 0:
-                self._pending[id(event.assoc)] = 0          # this data set is whole: count the next one
+            seen = self._pending.get(key)
+            if seen is not None and seen > 0:
+                self._pending[key] = 0          # this data set is whole: count the next one
+        calling = _calling_ae(event)
+        if seen is not None and seen < 0:
+            # Its last PDU crossed the limit and the abort is on its way: the sender will get
+            # no status and may send again, so this copy must not be stored.
+            return OUT_OF_RESOURCES
         req = event.request
         sop_class = str(req.AffectedSOPClassUID)
         sop_instance = str(req.AffectedSOPInstanceUID)
         ts = str(event.context.transfer_syntax)
-        calling = _calling_ae(event)
         dataset = req.DataSet.getvalue()
+        if len(dataset) > self._limit:
+            self._count("refused")
+            log.warning("C-STORE from %s refused (0x%04X): %d bytes, over intake.dicom.max_dataset_mb",
+                        calling, OUT_OF_RESOURCES, len(dataset))
+            return OUT_OF_RESOURCES
         verdict = check_dataset(dataset, ts, sop_class, sop_instance)
         if not verdict.ok:
             self._count("refused")
