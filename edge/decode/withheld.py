@@ -57,8 +57,9 @@ def patient_words(ds: Any) -> FrozenSet[str]:
 def _name_forms(word: str) -> Set[str]:
     """A name word as a file name may spell it: whole, its hyphen/apostrophe
     parts, those run together, and each without accents (SIOBHAN for
-    Siobhán); upper-cased, 2 characters or more."""
-    forms = {word, _INNER.sub("", word)} | set(_INNER.split(word))
+    Siobhán); upper-cased, 2 characters or more, a part 3 or more (an
+    anonymised "CQ500-CT-310" must not mask the modality CT everywhere)."""
+    forms = {word, _INNER.sub("", word)} | {p for p in _INNER.split(word) if len(p) >= 3}
     forms |= {_unaccented(f) for f in forms}
     return {f.upper() for f in forms if len(f) >= 2}
 
