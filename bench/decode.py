@@ -77,7 +77,7 @@ def jpeg_baseline_files(sizes: Sequence[int]) -> List[Tuple[str, bytes]]:
     import pydicom
     from pydicom.encaps import encapsulate
     from bench.inputs import dicom_bytes
-    from edge.phantom import chest_phantom
+    from edge.phantom import chest_phantom, dataset_bytes
     out = []
     for size in sizes:
         px = (chest_phantom(size, size, bits=12) >> 4).astype(np.uint8)
@@ -89,13 +89,7 @@ def jpeg_baseline_files(sizes: Sequence[int]) -> List[Tuple[str, bytes]]:
         ds["PixelData"].is_undefined_length = True
         ds["PixelData"].VR = "OB"
         ds.file_meta.TransferSyntaxUID = JPEG_BASELINE
-        fh = io.BytesIO()
-        if int(pydicom.__version__.split(".")[0]) >= 3:
-            ds.save_as(fh, enforce_file_format=True)
-        else:
-            ds.is_implicit_VR, ds.is_little_endian = False, True
-            ds.save_as(fh, write_like_original=False)
-        out.append(("jpeg-%d-0" % size, fh.getvalue()))
+        out.append(("jpeg-%d-0" % size, dataset_bytes(ds)))
     return out
 
 

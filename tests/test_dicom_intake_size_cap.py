@@ -3,25 +3,29 @@
 soon as the limit is passed: nothing is stored, the refusal is counted and
 logged without the patient, and the next sender is served as before."""
 import io
-import logging
+import os
 
 import pytest
 
-from edge import logsetup
 from edge.capture.folders import CaptureFolders
 from edge.intake.dicom_scp import DicomReceiver
 from edge.settings import CaptureSettings, DicomIntakeSettings
-from tests.attack_kit import SECRETS, dicom_bytes
+from tests.attack_kit import SECRETS, appliance_logs, dicom_bytes
 from tests.dicom_factory import DX_SOP_CLASS
 from tests.dicom_net import EXPLICIT_LE, associate
 
 
-@pytest.fixture
-def receiver(tmp_path):
+def _receiver(tmp_path, max_pdu):
     folders = CaptureFolders(str(tmp_path / "capture"), CaptureSettings())
     rx = DicomReceiver(DicomIntakeSettings(listen=True, port=0, bind_address="127.0.0.1", max_dataset_mb=1,
-                                           max_pdu=65536, allowed_calling_aes=["CART1"]), folders)
+                                           max_pdu=max_pdu, allowed_calling_aes=["CART1"]), folders)
     rx.start()
+    return rx, folders
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    rx, folders = _receiver(tmp_path, max_pdu=65536)
     yield rx, folders
     rx.stop()
 
@@ -40,10 +44,7 @@ def _store(port, path):
 def test_a_data_set_past_the_limit_aborts_its_association_and_the_next_film_is_stored(receiver, tmp_path):
     rx, folders = receiver
     buf = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    logsetup.setup_logging("INFO", stream=buf)
-    try:
+    with appliance_logs(buf):
         big = tmp_path / "big.dcm"
         big.write_bytes(dicom_bytes(1, size=(1200, 1200)))          # 2.9 MB of pixels
         assert big.stat().st_size > 2 << 20
@@ -52,14 +53,8 @@ def test_a_data_set_past_the_limit_aborts_its_association_and_the_next_film_is_s
         small = tmp_path / "small.dcm"
         small.write_bytes(dicom_bytes(2))                           # 0.3 MB: under the limit
         status, _ = _store(rx.port, small)
-    finally:
-        for h in root.handlers[:]:
-            if h not in saved[0]:
-                root.removeHandler(h)
-        root.setLevel(saved[1])
     assert status == 0x0000
     assert rx.counts() == {"stored": 1, "refused": 1}
-    import os
     assert len(os.listdir(folders.incoming)) == 1
     text = buf.getvalue()
     assert "more than 1 MB received for one data set" in text
@@ -70,17 +65,13 @@ def test_a_data_set_past_the_limit_aborts_its_association_and_the_next_film_is_s
 def test_with_no_pdu_limit_an_oversized_film_is_never_stored_however_often_it_is_sent(tmp_path):
     # max_pdu 0: the whole data set arrives in one PDU, already complete when the count
     # crosses the limit; before, each retry of it was stored.
-    folders = CaptureFolders(str(tmp_path / "capture"), CaptureSettings())
-    rx = DicomReceiver(DicomIntakeSettings(listen=True, port=0, bind_address="127.0.0.1", max_dataset_mb=1,
-                                           max_pdu=0, allowed_calling_aes=["CART1"]), folders)
-    rx.start()
+    rx, folders = _receiver(tmp_path, max_pdu=0)
     try:
         big = tmp_path / "big.dcm"
         big.write_bytes(dicom_bytes(3, size=(750, 750)))            # 1.1 MB: just past the limit
         statuses = [_store(rx.port, big)[0] for _ in range(3)]
     finally:
         rx.stop()
-    import os
     assert os.listdir(folders.incoming) == []
     assert rx.counts()["stored"] == 0 and rx.counts()["refused"] >= 3
     assert all(s in (None, 0xA700) for s in statuses)                # no status, or out of resources
