@@ -20,6 +20,7 @@ from bench import goals, inputs, report, runner
 from bench.baseline import measure_baseline
 from bench.flops import matmul_peak_gflops, onnx_flops
 from edge.errors import PneumoEdgeError
+from edge.gate import LEARNED_LIMITS
 from edge.inference.manifest import ROLES, load_manifest
 from edge.inference.onnxruntime import DEFAULT_SPINNING, SPINNING
 from edge.inference.threads import candidates, usable_cores
@@ -152,7 +153,7 @@ def without_chest_gate(manifest_path: str, work: str, notes: List[str]) -> str:
     manifest_path = load_manifest(manifest_path).path      # the config may name the .onnx
     with open(manifest_path) as fh:
         data = json.load(fh)
-    keys = [k for k in ("ood_max", "layout_max") if k in data.get("thresholds", {})]
+    keys = [k for k in LEARNED_LIMITS if k in data.get("thresholds", {})]
     if not keys:
         return manifest_path
     for key in keys:

@@ -19,6 +19,10 @@ from typing import Optional
 from edge.decode.checks import code_string
 from edge.errors import NotAChestRadiograph
 
+# The classifier manifest's thresholds that switch the learned gate on (edge/postprocess.py
+# resolve_thresholds reads them; the bench drops them for generated phantoms).
+LEARNED_LIMITS = ("ood_max", "layout_max")
+
 # BodyPartExamined values that name or include the chest (DICOM PS3.16 CID 4031
 # code meanings as modalities write them; compared upper-cased, letters and digits only).
 CHEST_BODY_PARTS = frozenset(("CHEST", "THORAX", "LUNG", "LUNGS", "CHESTABDOMEN", "CHESTABDOMENPELVIS",

@@ -68,9 +68,13 @@ def _unaccented(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
+def _alternatives(words: Iterable[str]) -> str:
+    """A regex alternation of `words`, longest first (so SMITHJONES wins over SMITH)."""
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
 def _pattern(words: FrozenSet[str]) -> Any:
-    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    return re.compile(r"(?<![0-9A-Za-z])(?:%s)(?![0-9A-Za-z])" % alternatives, re.IGNORECASE)
+    return re.compile(r"(?<![0-9A-Za-z])(?:%s)(?![0-9A-Za-z])" % _alternatives(words), re.IGNORECASE)
 
 
 def scrub(text: str, words: FrozenSet[str]) -> str:
@@ -93,8 +97,7 @@ def scrub_within(text: str, words: FrozenSet[str]) -> str:
         return text
     inside = [w for w in words if len(w) >= WITHIN_MIN]
     if inside:
-        alternatives = "|".join(re.escape(w) for w in sorted(inside, key=len, reverse=True))
-        text = re.compile("(?:%s)" % alternatives, re.IGNORECASE).sub(MASK, text)
+        text = re.compile("(?:%s)" % _alternatives(inside), re.IGNORECASE).sub(MASK, text)
     return scrub(text, words)
 
 
