@@ -20,6 +20,7 @@ edge.* names that REV also has; a stage REV lacks is shown as absent.
     python -m bench.cpu                       # this checkout, 40 films
     python -m bench.cpu --against main        # before/after side by side
     python -m bench.cpu --profile             # + cProfile (CPU clock), models left out
+    python -m bench.cpu --phantoms 20         # the bench's 2048 px DICOM phantoms instead of real films
 """
 import argparse
 import contextlib
@@ -63,8 +64,21 @@ def _extract(rev: str, repo: str, into: str) -> str:
     return into
 
 
+def phantom_films(count: int, into: str) -> List[str]:
+    """`count` distinct 2048 px uncompressed DICOM phantoms, the bench's default input."""
+    from bench.inputs import generate, unique_bytes
+    item = generate(["dicom"], [2048])[0]
+    os.makedirs(into, exist_ok=True)
+    paths = []
+    for i in range(count):
+        paths.append(os.path.join(into, "phantom-%02d.dcm" % i))
+        with open(paths[-1], "wb") as fh:
+            fh.write(unique_bytes(item, i))
+    return paths
+
+
 def _spawn(pythonpath: str, config: str, films: Sequence[str], out_dir: str, profile: bool,
-           burst: bool) -> Dict[str, Any]:
+           burst: bool, chest_gate: bool = True) -> Dict[str, Any]:
     os.makedirs(out_dir, exist_ok=True)
     spec = os.path.join(out_dir, "films.json")
     with open(spec, "w") as fh:
@@ -75,6 +89,8 @@ def _spawn(pythonpath: str, config: str, films: Sequence[str], out_dir: str, pro
         cmd.append("--profile")
     if burst:
         cmd.append("--burst")
+    if not chest_gate:
+        cmd.append("--no-chest-gate")
     # cwd elsewhere: `-m` puts the working directory first on sys.path, ahead of PYTHONPATH
     subprocess.run(cmd, env=env, check=True, cwd=out_dir)
     with open(os.path.join(out_dir, "result.json")) as fh:
@@ -162,8 +178,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--profile", action="store_true", help="also cProfile this checkout's pass (CPU clock)")
     p.add_argument("--burst", action="store_true", help="also drop all films at once into the threaded "
                    "appliance with a real mosquitto: CPU per film outside the models, publisher included")
+    p.add_argument("--phantoms", type=int, default=0, metavar="N",
+                   help="N generated 2048 px DICOM phantoms (the bench's input) instead of real films; "
+                        "the learned not-a-chest refusal is off for them")
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--no-chest-gate", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--film-list", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     config = os.path.abspath(args.config)
@@ -172,18 +192,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         setup_logging("WARNING")
         with open(args.film_list) as fh:
             films = json.load(fh)
-        result = run_child(config, films, args.child, args.profile, args.burst)
+        result = run_child(config, films, args.child, args.profile, args.burst, not args.no_chest_gate)
         with open(os.path.join(args.child, "result.json"), "w") as fh:
             json.dump(result, fh)
         return 0
 
-    films = default_films(args.data, args.films)
+    tmp = tempfile.mkdtemp(prefix="bench-cpu-")
+    films = (phantom_films(args.phantoms, os.path.join(tmp, "phantoms")) if args.phantoms
+             else default_films(args.data, args.films))
     if not films:
         print("bench.cpu: no films under %s" % args.data, file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
         return 2
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     load_start = os.getloadavg()
-    tmp = tempfile.mkdtemp(prefix="bench-cpu-")
     try:
         paths = {"after": here}
         if args.against:
@@ -196,7 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 last = r == args.rounds - 1 and label == "after"
                 print("round %d/%d: %s" % (r + 1, args.rounds, label), flush=True)
                 runs[label].append(_spawn(paths[label], config, films, os.path.join(tmp, "%s-%d" % (label, r)),
-                                          args.profile and last, args.burst))
+                                          args.profile and last, args.burst, chest_gate=not args.phantoms))
         load_end = os.getloadavg()
         sides = {}
         for label, results in runs.items():

@@ -21,11 +21,15 @@ def _stable(alert: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def run_child(config: str, films: Sequence[str], out_dir: str, profile: bool,
-              burst: bool = False) -> Dict[str, Any]:
-    """One side's passes in this process; the patched stages are put back after."""
+              burst: bool = False, chest_gate: bool = True) -> Dict[str, Any]:
+    """One side's passes in this process; the patched stages are put back after.
+    chest_gate False: the learned not-a-chest refusal off, for phantoms."""
     from edge.app import build_pipeline
     from edge.config import load_config
     settings = load_config(config)
+    if not chest_gate:
+        from bench.cli import without_chest_gate
+        settings.models.classifier = without_chest_gate(settings.models.classifier, out_dir, [])
     settings.models.threads = 1             # all model work on this thread: subtracted exactly
     settings.capture.on_success = "move"
     settings.mqtt.publish_overlay = True

@@ -39,6 +39,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from edge import __version__
+from edge.allocator import keep_large_blocks
 from edge.alerts.acks import Acks
 from edge.alerts.outbox import Outbox
 from edge.alerts.publisher import Publisher
@@ -94,6 +95,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
 class Appliance:
     def __init__(self, settings: Settings, pipeline: Optional[Pipeline] = None):
         self.settings = settings
+        self._allocator = keep_large_blocks()      # before the first film's buffers
         self.pipeline = pipeline or build_pipeline(settings)
         self.store = Store(settings.state_dir)
         self.ledger = Ledger(self.store)
@@ -151,6 +153,7 @@ class Appliance:
             "disk": self.disk.status(),
             "waiting_retry": len(self._retries),
             "inference_threads": self.pipeline.thread_report(),
+            "allocator": self._allocator,
             "hospital": self.hospital.status(),
         }
 

@@ -1,7 +1,9 @@
-"""render_overlay after its CPU cuts (one buffer, no nan_to_num, no vstack)
+"""render_overlay after its CPU cuts (one buffer, no nan_to_num, no vstack,
+the fill blended only where the regions are)
 gives the same JPEG bytes as the straightforward version it replaced,
 kept here as the reference: real films and generated ones, NaN and inf,
 region drawn or not, full-size and reduced-resolution pixels."""
+import dataclasses
 import os
 from pathlib import Path
 
@@ -81,6 +83,18 @@ def test_same_jpeg_bytes_as_before(name, make, draw_region, positive):
     finding = _finding(image.height, image.width, positive)
     args = (image, finding, "DEMO MODEL, NOT FOR CLINICAL USE", 1024, 85, draw_region)
     assert render_overlay(*args) == _reference(*args)
+
+
+def test_regions_past_the_edge_and_several_regions_fill_as_before():
+    """The fill is blended only inside the regions' bounding rectangle now."""
+    image = _generated(700, 600)
+    finding = dataclasses.replace(_finding(700, 600), contours=[
+        [(-40, 650), (90, 600), (120, 760), (10, 720)],            # runs off the bottom-left corner
+        [(400, 20), (590, 40), (610, 300), (450, 280)],            # and off the right edge
+        [(300, 300), (305, 300), (305, 305)]])                     # a sliver
+    for draw_region in (True, False):
+        args = (image, finding, "", 1024, 85, draw_region)
+        assert render_overlay(*args) == _reference(*args)
 
 
 def test_nan_and_inf_pixels_render_as_before():

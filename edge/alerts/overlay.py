@@ -107,6 +107,20 @@ def _banner_strip(width: int, text: str, positive: bool) -> np.ndarray:
     return strip
 
 
+def _blend_fill(canvas: np.ndarray, contours: List[np.ndarray]) -> None:
+    """The regions filled at FILL_ALPHA, blended only inside their bounding
+    rectangle: the rest of the film is left as it is, not blended with itself."""
+    x, y, w, h = cv2.boundingRect(np.concatenate(contours))
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + w, canvas.shape[1]), min(y + h, canvas.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return
+    roi = canvas[y0:y1, x0:x1]
+    fill = roi.copy()
+    cv2.drawContours(fill, contours, -1, FILL_BGR, thickness=-1, offset=(-x0, -y0))
+    roi[...] = cv2.addWeighted(fill, FILL_ALPHA, roi, 1.0 - FILL_ALPHA, 0.0)
+
+
 def render_overlay(image: Image, finding: Finding, label: str = "",
                    max_side: int = 1024, quality: int = 85, draw_region: bool = True) -> bytes:
     """JPEG bytes: the banner strip, then the radiograph (longest side <= max_side).
@@ -128,9 +142,7 @@ def render_overlay(image: Image, finding: Finding, label: str = "",
     if finding.pneumothorax and draw_region:
         contours = _scaled(finding.contours, scale)
         if contours:
-            fill = canvas.copy()
-            cv2.drawContours(fill, contours, -1, FILL_BGR, thickness=-1)
-            canvas[...] = cv2.addWeighted(fill, FILL_ALPHA, canvas, 1.0 - FILL_ALPHA, 0.0)
+            _blend_fill(canvas, contours)
             line = max(2, int(round(max(canvas.shape[:2]) / 400.0)))
             cv2.drawContours(canvas, contours, -1, CONTOUR_BGR, thickness=line, lineType=cv2.LINE_AA)
         if finding.bbox is not None:

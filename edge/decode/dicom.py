@@ -29,6 +29,7 @@ from .header_walk import check_header_elements
 from .j2k import decode_reduced
 from .jpeg_baseline import decode_baseline
 from .native_reduce import reduce_native
+from .native_view import native_view
 from .raster import check_jpeg_scans
 from .withheld import patient_words, scrub, withheld
 from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
@@ -92,25 +93,13 @@ def _decode_dicom(data: bytes, header: "pydicom.Dataset", fp: io.BytesIO, settin
     ts = _transfer_syntax(header)
     _check_header(header, ts, settings, pixels_follow)
 
-    ds = _read(data, stop_before_pixels=False)[0]
-    _set_transfer_syntax(ds, ts)
-    if "PixelData" not in ds:
-        # pydicom drops an encapsulated Pixel Data element that ends early.
-        raise CorruptImage("DICOM declares a %d x %d image but its pixel data is missing "
-                           "(file truncated or damaged)" % (int(header.Columns), int(header.Rows)))
-    if ts in _NATIVE:
-        _check_native_length(ds)
-    elif ts in _JPEG:
-        check_jpeg_scans(ds.PixelData)       # the same decoding-time bomb as a .jpg file
-    raw = None
-    if min_side and settings.reduced_resolution and ts in _JPEG_2000:
-        raw = decode_reduced(ds, min_side)     # None: not possible here, decode at full size
-    if raw is None:       # JPEG Baseline: OpenCV, DCT-scaled when allowed (None: not this path)
-        raw = decode_baseline(ds, ts, min_side if settings.reduced_resolution else 0)
-    if raw is None:
-        raw = _pixel_array(ds, ts)
-        if min_side and settings.reduced_resolution and ts in _NATIVE:
-            raw = reduce_native(raw, min_side)
+    raw = native_view(data, fp.tell() - _prefixed(data), header, ts) if ts in _NATIVE else None
+    if raw is not None:
+        ds = header            # read in place: the header holds every element used below
+    else:
+        ds, raw = _decode_pixels(data, header, ts, settings, min_side)
+    if min_side and settings.reduced_resolution and ts in _NATIVE:
+        raw = reduce_native(raw, min_side)
     if raw.ndim != 2:
         raise UnsupportedImage("DICOM pixel data has shape %s; expected one grey frame"
                                % (raw.shape,))
@@ -133,6 +122,35 @@ def _decode_dicom(data: bytes, header: "pydicom.Dataset", fp: io.BytesIO, settin
         original_hw=(int(ds.Rows), int(ds.Columns)) if raw.shape != (int(ds.Rows), int(ds.Columns)) else None,
         body_part_examined=withheld(_text(ds, "BodyPartExamined"), words),   # masked: the gate quotes it
     )
+
+
+def _decode_pixels(data: bytes, header: "pydicom.Dataset", ts: str, settings: DecodeSettings,
+                   min_side: int) -> Tuple["pydicom.Dataset", np.ndarray]:
+    """pydicom's path: the file parsed again with its pixel data, then the
+    codec for its transfer syntax (reduced where one allows it)."""
+    ds = _read(data, stop_before_pixels=False)[0]
+    _set_transfer_syntax(ds, ts)
+    if "PixelData" not in ds:
+        # pydicom drops an encapsulated Pixel Data element that ends early.
+        raise CorruptImage("DICOM declares a %d x %d image but its pixel data is missing "
+                           "(file truncated or damaged)" % (int(header.Columns), int(header.Rows)))
+    if ts in _NATIVE:
+        _check_native_length(ds)
+    elif ts in _JPEG:
+        check_jpeg_scans(ds.PixelData)       # the same decoding-time bomb as a .jpg file
+    raw = None
+    if min_side and settings.reduced_resolution and ts in _JPEG_2000:
+        raw = decode_reduced(ds, min_side)     # None: not possible here, decode at full size
+    if raw is None:       # JPEG Baseline: OpenCV, DCT-scaled when allowed (None: not this path)
+        raw = decode_baseline(ds, ts, min_side if settings.reduced_resolution else 0)
+    if raw is None:
+        raw = _pixel_array(ds, ts)
+    return ds, raw
+
+
+def _prefixed(data: bytes) -> int:
+    """Bytes _read put before `data`: a preamble where the file lacks one."""
+    return 128 if data[:4] == b"DICM" else 0
 
 
 # --- header -------------------------------------------------------------
