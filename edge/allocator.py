@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1      # glibc's malloc.h
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 64 << 20    # a 4096 x 4096 16-bit film is 32 MiB
+# glibc up to 2.34 (Ubuntu 20.04 on JetPack 5 has 2.31) refuses an mmap threshold above 32 MiB on
+# 64-bit. 32 MiB keeps every buffer of a 16-bit film below 4096 x 4096 in the heap.
+MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 128 << 20
 
 _applied = None  # type: Optional[Dict[str, Any]]
@@ -44,8 +46,8 @@ def keep_large_blocks() -> Dict[str, Any]:
     except (OSError, AttributeError):
         return _applied
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-    if not ok:
+    ok = [mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1, mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1]
+    if not all(ok):
         _applied = {"allocator": "default", "reason": "glibc %s refused mallopt" % version}
         log.warning("allocator: glibc %s refused the mmap/trim thresholds; films page-fault their "
                     "buffers in afresh", version)
