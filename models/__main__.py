@@ -46,6 +46,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--epochs", type=int, help="default: the shipped recipe's (models/cvtrain.py Recipe.epochs)")
     p.add_argument("--pos-weight", type=float, default=1.0, help="BCE weight of pneumothorax pixels")
     p.add_argument("--no-window", action="store_true", help="pixels as decoded (no percentile window)")
+    p.add_argument("--dice-mode", choices=("batch", "positives"), default="batch",
+                   help="soft Dice over the batch, or per image over the masked positives")
     p.add_argument("--encoder-lr-ratio", type=float, default=1.0,
                    help="the pretrained encoder's learning rate as a share of the decoder's")
     p.add_argument("--decoder", type=int, nargs=5, metavar="C",
@@ -86,7 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .cv import run_cv
         from .cvtrain import Recipe
         recipe = Recipe(epochs=args.epochs or Recipe.epochs, pos_weight=args.pos_weight,
-                        encoder_lr_ratio=args.encoder_lr_ratio,
+                        encoder_lr_ratio=args.encoder_lr_ratio, dice_mode=args.dice_mode,
                         decoder_channels=tuple(args.decoder) if args.decoder else Recipe.decoder_channels)
         run_cv(args.out, args.data, folds=args.folds, size=args.size, window=not args.no_window,
                recipe=recipe, final=not args.no_final, threads=args.threads, only_folds=args.only_folds)

@@ -34,6 +34,7 @@ class Recipe:
     # p ~0.12 over the whole background and Dice 0.48 on two folds; 1 is the earlier quick test's recipe.
     pos_weight: float = 1.0
     dice: float = 1.0
+    dice_mode: str = "batch"          # "positives": per-image soft Dice over the masked positives
     cls_weight: float = 0.5           # image-level head's BCE, beside the mask loss
     decoder_channels: Tuple[int, ...] = (128, 64, 32, 16, 8)
     seed: int = 17
@@ -59,7 +60,7 @@ def train_net(planes: np.ndarray, masks: np.ndarray, labels: np.ndarray, has_mas
     torch.manual_seed(r.seed)
     rng = np.random.default_rng(r.seed)
     net = build_lite0_unet(r.decoder_channels, pretrained=True)
-    seg_loss = SegLoss(bce=1.0, dice=r.dice, pos_weight=r.pos_weight)
+    seg_loss = SegLoss(bce=1.0, dice=r.dice, pos_weight=r.pos_weight, dice_mode=r.dice_mode)
     encoder = [p for n, p in net.named_parameters() if n.startswith("encoder.")]
     rest = [p for n, p in net.named_parameters() if not n.startswith("encoder.")]
     opt = torch.optim.AdamW([{"params": encoder, "scale": r.encoder_lr_ratio}, {"params": rest, "scale": 1.0}],

@@ -22,13 +22,31 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     return 1 - (2 * inter + eps) / (p.sum() + t.sum() + eps)
 
 
+def positives_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Soft Dice per image, averaged over the images whose mask is not empty:
+    each pneumothorax counts alike whatever its size, as in the per-film
+    Dice the cards report (the batch Dice is ruled by the largest masks).
+    Zero for a batch without one; BCE keeps negatives quiet."""
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    has = t.sum(1) > 0
+    if not bool(has.any()):
+        return logits.new_zeros(())
+    p, t = p[has], t[has]
+    return (1 - (2 * (p * t).sum(1) + eps) / (p.sum(1) + t.sum(1) + eps)).mean()
+
+
 class SegLoss(torch.nn.Module):
     """pos_weight > 1 lifts the rare pneumothorax pixels in the BCE term; from
     random initialisation a net otherwise settles on 'nothing anywhere'."""
 
-    def __init__(self, bce: float = 1.0, dice: float = 1.0, focal: float = 0.0, pos_weight: float = 1.0):
+    def __init__(self, bce: float = 1.0, dice: float = 1.0, focal: float = 0.0, pos_weight: float = 1.0,
+                 dice_mode: str = "batch"):
         super().__init__()
+        if dice_mode not in ("batch", "positives"):
+            raise ValueError("dice_mode is 'batch' or 'positives', not %r" % (dice_mode,))
         self.w = (bce, dice, focal)
+        self.dice = soft_dice_loss if dice_mode == "batch" else positives_dice_loss
         self.register_buffer("pos_weight", torch.tensor([float(pos_weight)]))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -37,7 +55,7 @@ class SegLoss(torch.nn.Module):
             total = total + self.w[0] * F.binary_cross_entropy_with_logits(logits, target,
                                                                            pos_weight=self.pos_weight)
         if self.w[1]:
-            total = total + self.w[1] * soft_dice_loss(logits, target)
+            total = total + self.w[1] * self.dice(logits, target)
         if self.w[2]:
             total = total + self.w[2] * focal_loss(logits, target)
         return total

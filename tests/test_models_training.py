@@ -198,3 +198,19 @@ def test_every_shipped_training_config_loads(name):
     cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "models", "configs", name))
     assert cfg["data"]["sources"] and preprocess_spec(cfg).size == tuple(cfg["input"]["size"])
     assert net_spec(cfg).task == cfg["task"]
+
+
+def test_positives_dice_counts_each_masked_film_alike_and_ignores_empty_masks():
+    target = torch.zeros(3, 1, 32, 32)
+    target[0, 0, :16, :16] = 1          # a large pneumothorax, found
+    target[1, 0, 24:, 24:] = 1          # a smaller one, missed
+    logits = torch.full_like(target, -20.0)
+    logits[0, 0, :16, :16] = 20.0
+    logits[2] = 20.0                    # a negative lit up everywhere: BCE's business, not Dice's
+    dice = SegLoss(bce=0.0, dice=1.0, dice_mode="positives")
+    # per film: 0 for the found one, ~1 for the missed one -> ~0.5, whatever their sizes
+    assert abs(float(dice(logits, target)) - 0.5) < 0.05
+    assert float(SegLoss(bce=0.0, dice=1.0)(logits, target)) > 0.6      # the batch Dice counts the negative
+    assert float(dice(logits, torch.zeros_like(target))) == 0.0
+    with pytest.raises(ValueError):
+        SegLoss(dice_mode="per-pixel")
