@@ -37,21 +37,22 @@ def keep_large_blocks() -> Dict[str, Any]:
     if _applied is not None:
         return _applied
     _applied = {"allocator": "default", "reason": "not glibc"}
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name or None)
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
         mallopt = libc.mallopt
         libc.gnu_get_libc_version.restype = ctypes.c_char_p
-        version = libc.gnu_get_libc_version().decode()
-    except (OSError, AttributeError):
+        version = libc.gnu_get_libc_version().decode("ascii", "replace")
+    except Exception:  # noqa: BLE001 - best effort: no glibc (musl, macOS, Windows), nothing changes
         return _applied
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = [mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1, mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1]
-    if not all(ok):
-        _applied = {"allocator": "default", "reason": "glibc %s refused mallopt" % version}
-        log.warning("allocator: glibc %s refused the mmap/trim thresholds; films page-fault their "
-                    "buffers in afresh", version)
+    # The trim threshold only with the mmap one: setting either freezes glibc's dynamic mmap
+    # threshold, so a trim threshold alone would leave every large block an mmap of its own.
+    if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) != 1:
+        _applied = {"allocator": "default", "reason": "glibc %s refused the mmap threshold" % version}
+        log.warning("allocator: glibc %s refused an mmap threshold of %d MiB; films page-fault their "
+                    "buffers in afresh", version, MMAP_THRESHOLD >> 20)
         return _applied
+    trim = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     _applied = {"allocator": "glibc %s" % version, "mmap_threshold_mb": MMAP_THRESHOLD >> 20,
-                "trim_threshold_mb": TRIM_THRESHOLD >> 20}
+                "trim_threshold_mb": TRIM_THRESHOLD >> 20 if trim else None}
     return _applied

@@ -1,5 +1,7 @@
 """Uncompressed 16-bit films are read in place (edge/decode/native_view.py):
 the decoded Image must be the one pydicom's own path gives, value for value."""
+import struct
+
 import numpy as np
 import pytest
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -87,7 +89,44 @@ def test_an_offset_that_is_not_pixel_data_takes_pydicoms_path():
     assert native_view(data, fp.tell() - 2, header, ExplicitVRLittleEndian) is None
 
 
-def test_truncated_pixel_data_is_refused_as_corrupt():
+def test_truncated_pixel_data_is_refused_as_corrupt():     # by pydicom's path, which words it
     data = film()
     with pytest.raises(CorruptImage, match="truncated"):
         decode_dicom(data[:-1000], DecodeSettings(), 0)
+
+
+def with_declared_transfer_syntax(data: bytes, uid: bytes) -> bytes:
+    """The file meta's Transfer Syntax UID replaced, the data set left as written."""
+    out = bytearray(data)
+    at = data.index(b"\x02\x00\x10\x00UI")
+    old = struct.unpack_from("<H", data, at + 6)[0]
+    uid = uid + (b"\0" if len(uid) % 2 else b"")
+    out[at + 6:at + 8 + old] = struct.pack("<H", len(uid)) + uid
+    group = data.index(b"\x02\x00\x00\x00UL")
+    struct.pack_into("<I", out, group + 8, struct.unpack_from("<I", data, group + 8)[0] + len(uid) - old)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("written, declared", [(ExplicitVRLittleEndian, b"1.2.840.10008.1.2"),
+                                               (ImplicitVRLittleEndian, b"1.2.840.10008.1.2.1")])
+def test_a_file_written_in_the_other_vr_encoding_than_it_declares_decodes_as_before(monkeypatch, written, declared):
+    data = with_declared_transfer_syntax(film(written), declared)    # pydicom reads these: so must we
+    assert_same(decode_dicom(data, DecodeSettings(), 0), by_pydicom(monkeypatch, data, 0))
+
+
+@pytest.mark.parametrize("keyword, value", [("PixelRepresentation", 2), ("SamplesPerPixel", 0),
+                                            ("BitsStored", 0), ("BitsStored", [12, 12])])
+def test_header_values_the_in_place_read_does_not_understand_go_to_pydicom(keyword, value):
+    ds = phantom_dataset(chest_phantom(64, 64, seed=0, bits=12).astype(np.uint16))
+    setattr(ds, keyword, value)
+    data = dataset_bytes(ds)
+    header, fp = dicom_decode._read(data, stop_before_pixels=True)
+    assert native_view(data, fp.tell(), header, ExplicitVRLittleEndian) is None
+
+
+def test_whole_extra_frames_behind_one_declared_frame_go_to_pydicom():
+    ds = phantom_dataset(chest_phantom(64, 64, seed=0, bits=12).astype(np.uint16))
+    ds.PixelData = ds.PixelData * 3
+    data = dataset_bytes(ds)
+    header, fp = dicom_decode._read(data, stop_before_pixels=True)
+    assert native_view(data, fp.tell(), header, ExplicitVRLittleEndian) is None

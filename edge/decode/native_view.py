@@ -9,9 +9,13 @@ element there and returns a read-only numpy view on it. The values are
 pydicom 3's: bits above Bits Stored are corrected (masked, or sign-extended)
 exactly as its decoders do, on a copy, and only when some value uses them.
 
-Anything else (big endian, deflated, encapsulated, 8 or 32 bits, several
-samples or frames, an element that does not look like Pixel Data) returns
-None, and the caller takes pydicom's path.
+Anything else (big endian, encapsulated, 8 or 32 bits, several samples or
+frames, odd or missing header values, too few bytes or whole extra frames,
+an element that does not look like Pixel Data) returns None, and the caller
+takes pydicom's path, which words the refusal where there is one. A
+deflated film is inflated first (deflate.py) and then read in place too.
+Elements after Pixel Data are not read: the header the checks passed is the
+one whose values are used.
 """
 import struct
 from typing import Optional
@@ -20,46 +24,62 @@ import numpy as np
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from edge.errors import CorruptImage
-
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"       # (7FE0,0010), little endian
 _UNDEFINED = 0xFFFFFFFF
 
 
 def native_view(data: bytes, offset: int, header: "pydicom.Dataset", ts: str) -> Optional[np.ndarray]:
     """The Rows x Columns stored values of the Pixel Data element starting at
-    `offset` in `data`; None where this fast path does not apply."""
+    `offset` in `data`; None where this fast path does not apply, and for
+    anything pydicom's path should word a refusal for (odd header values,
+    too few or too many bytes)."""
     if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
         return None
-    if (int(header.get("BitsAllocated") or 0) != 16 or int(header.get("SamplesPerPixel") or 1) != 1
-            or int(header.get("NumberOfFrames") or 1) != 1):
+    bits = _int(header, "BitsStored")
+    signed = _int(header, "PixelRepresentation")
+    if (_int(header, "BitsAllocated") != 16 or bits is None or not 1 <= bits <= 16
+            or signed not in (0, 1) or _int(header, "SamplesPerPixel", 1) != 1
+            or _int(header, "NumberOfFrames", 1) != 1):
         return None
-    bits = int(header.get("BitsStored") or 16)
-    signed = int(header.get("PixelRepresentation") or 0) == 1
-    if not 1 <= bits <= 16:
+    rows, cols = _int(header, "Rows"), _int(header, "Columns")
+    if (rows or 0) <= 0 or (cols or 0) <= 0:
         return None
-    start = _value_start(data, offset, explicit=ts == ExplicitVRLittleEndian)
+    start = _value_start(data, offset)
     if start is None:
         return None
     value_start, length = start
-    rows, cols = int(header.Rows), int(header.Columns)
     expected = rows * cols * 2
-    got = min(length, len(data) - value_start)
-    if got < expected:
-        raise CorruptImage("DICOM pixel data is truncated: %d bytes of the %d a %d x %d image needs"
-                           % (max(got, 0), expected, cols, rows))
+    # Short: pydicom's path says how short. Whole extra frames behind a NumberOfFrames of 1: pydicom 3
+    # reads them as frames and the film is refused as not one grey frame; so is it here.
+    if min(length, len(data) - value_start) < expected or length >= 2 * expected:
+        return None
     raw = np.frombuffer(data, "<i2" if signed else "<u2", count=rows * cols, offset=value_start)
-    return _correct_unused_bits(raw.reshape(rows, cols), bits, signed)
+    return _correct_unused_bits(raw.reshape(rows, cols), bits, bool(signed))
 
 
-def _value_start(data: bytes, offset: int, explicit: bool):
+def _int(header: "pydicom.Dataset", keyword: str, absent: Optional[int] = None) -> Optional[int]:
+    """One integer value, `absent` when the element is missing, None when it is
+    anything else (several values, empty, not a number)."""
+    if keyword not in header:
+        return absent
+    try:
+        return int(header.get(keyword))
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _value_start(data: bytes, offset: int):
     """(where the value starts, its declared length), or None if the element
-    at `offset` is not a native Pixel Data element."""
+    at `offset` is not a native Pixel Data element. Explicit or implicit VR is
+    read from the bytes, as pydicom does, not from the transfer syntax: files
+    that declare one and are written in the other exist, and pydicom reads them.
+    An implicit element whose length bytes spell "OW" or "OB" and two zero
+    bytes would have an odd length, which 16-bit pixel data never has."""
     head = data[offset:offset + 12]
     if len(head) < 8 or head[:4] != _PIXEL_DATA_TAG:
         return None
-    if explicit:
-        if len(head) < 12 or head[4:6] not in (b"OW", b"OB") or head[6:8] != b"\0\0":
+    if head[4:6] in (b"OW", b"OB") and head[6:8] == b"\0\0":
+        if len(head) < 12:
             return None
         length, start = struct.unpack("<I", head[8:12])[0], offset + 12
     else:
