@@ -67,6 +67,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("run", nargs="?", default="runs/cv")
     p.add_argument("--model", default="final.pt")
     p.add_argument("--out", default="models")
+    p.add_argument("--version", default=None, help="the manifests' version (default: the bundled models')")
 
     p = sub.add_parser("gate-eval", help="the not-a-chest gate on non-chest images and on every chest film here")
     p.add_argument("--classifier", default="models/classifier/classifier.json")
@@ -105,7 +106,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print_summary(rep)
     elif args.cmd == "export-cv":
         from .export_lite0 import export_cv
-        export_cv(args.run, args.out, model_file=args.model)
+        export_cv(args.run, args.out, model_file=args.model,
+                  **({"version": args.version} if args.version else {}))
     elif args.cmd == "gate-eval":
         import json
         from .gate_eval import gate_eval
