@@ -93,7 +93,7 @@ def _decode_dicom(data: bytes, header: "pydicom.Dataset", fp: io.BytesIO, settin
     ts = _transfer_syntax(header)
     _check_header(header, ts, settings, pixels_follow)
 
-    raw = native_view(data, fp.tell() - _prefixed(data), header, ts) if ts in _NATIVE else None
+    raw = native_view(data, fp.tell() - _prefixed(data), header, ts)     # None: not this path
     if raw is not None:
         ds = header            # read in place: the header holds every element used below
     else:
@@ -149,7 +149,9 @@ def _decode_pixels(data: bytes, header: "pydicom.Dataset", ts: str, settings: De
 
 
 def _prefixed(data: bytes) -> int:
-    """Bytes _read put before `data`: a preamble where the file lacks one."""
+    """Bytes _read puts before `data`: the 128-byte preamble of a file that
+    starts at its 'DICM' prefix (preamble stripped); offsets in the stream
+    _read returns are this much past the same bytes in `data`."""
     return 128 if data[:4] == b"DICM" else 0
 
 
@@ -166,8 +168,9 @@ def stream_end(fp: io.BytesIO) -> int:
 
 
 def _read(data: bytes, stop_before_pixels: bool) -> Tuple["pydicom.Dataset", io.BytesIO]:
-    if data[:4] == b"DICM":      # prefix present, preamble stripped
-        fp, has_preamble = io.BytesIO(b"\0" * 128 + data), True
+    pad = _prefixed(data)
+    if pad:
+        fp, has_preamble = io.BytesIO(b"\0" * pad + data), True
     else:
         fp, has_preamble = io.BytesIO(data), data[128:132] == b"DICM"
     try:
