@@ -73,15 +73,18 @@ def _bundled_candidates(task: str):
     U-Net of models/cvtrain.py's recipe), random weights: speed only."""
     from models.cvtrain import Recipe
     from models.export_lite0 import ClassifierHead, MaskOnly
-    from models.nets import LAYOUT_SIDE, build_lite0_unet
+    from models.nets import GATE_STAGES, LAYOUT_SIDE, build_gate_encoder, build_lite0_unet
     net = build_lite0_unet(Recipe().decoder_channels, pretrained=False).eval()
     where = "models/export_lite0.py (the bundled pair's network)"
     if task == "segmentation":
         return [(MaskOnly(net).eval(), where)]
-    dim, side = int(sum(net.encoder.out_channels[2:])), LAYOUT_SIDE * LAYOUT_SIDE
-    head = ClassifierHead(net, {"mean": np.zeros(dim), "whitening": np.eye(dim),
-                                "layout_mean": np.zeros(side), "layout_whitening": np.eye(side)}).eval()
-    return [(head, where)]
+    dim, side = int(sum(net.encoder.out_channels[GATE_STAGES])), LAYOUT_SIDE * LAYOUT_SIDE
+    ood = {"mean": np.zeros(dim), "whitening": np.eye(dim),
+           "layout_mean": np.zeros(side), "layout_whitening": np.eye(side)}
+    gate = build_gate_encoder(pretrained=False)
+    # with and without the in-graph h-flip: the FLOPs say which one the manifest's file is
+    return [(ClassifierHead(net, ood, gate, hflip=h).eval(), where + (", h-flip in the graph" if h else ""))
+            for h in (True, False)]
 
 
 def measure_baseline(paths: Sequence[str], manifests: Sequence[ModelManifest],

@@ -46,8 +46,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--epochs", type=int, help="default: the shipped recipe's (models/cvtrain.py Recipe.epochs)")
     p.add_argument("--pos-weight", type=float, default=1.0, help="BCE weight of pneumothorax pixels")
     p.add_argument("--no-window", action="store_true", help="pixels as decoded (no percentile window)")
-    p.add_argument("--dice-mode", choices=("batch", "positives"), default="batch",
-                   help="soft Dice over the batch, or per image over the masked positives")
+    p.add_argument("--dice-mode", choices=("batch", "positives"), default="positives",
+                   help="soft Dice per image over the masked positives (the shipped recipe), or over the batch")
     p.add_argument("--encoder-lr-ratio", type=float, default=1.0,
                    help="the pretrained encoder's learning rate as a share of the decoder's")
     p.add_argument("--decoder", type=int, nargs=5, metavar="C",
@@ -75,6 +75,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--run", default="runs/cv", help="the cv run whose samples.csv lists the chest films")
     p.add_argument("--json", help="write every outcome here")
+    p.add_argument("--degraded", action="store_true",
+                   help="also every 4th chest film JPEG-compressed, noised and resampled (a few minutes)")
 
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -110,8 +112,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                   **({"version": args.version} if args.version else {}))
     elif args.cmd == "gate-eval":
         import json
-        from .gate_eval import gate_eval
+        from .gate_eval import degraded_chest, gate_eval
         res = gate_eval(args.classifier, args.segmenter, args.data, args.run)
+        if args.degraded:
+            res["degraded_chest"] = degraded_chest(args.classifier, args.segmenter, args.run)
+            d = res["degraded_chest"]
+            print("degraded chest films refused (of %d): %s" % (d["films"], ", ".join(
+                "%s %d" % kv for kv in d["refused"].items())))
         for k, v in res["counts"].items():
             print("%-40s %d" % (k, v))
         for k, v in res["refusal_codes"].items():

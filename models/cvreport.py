@@ -267,26 +267,30 @@ def _gaussian_gate(feat: np.ndarray, fold: np.ndarray, margin: float) -> Dict[st
 
 
 def fit_ood(run: str, model_file: str, margin: float = 1.1) -> Dict[str, Any]:
-    """Not-a-chest statistics of every film, two views: the shipped network's
-    pooled encoder features (`ood_max`) and the input's 16 x 16 thumbnail
-    (`layout_max`, models/nets.py layout_features)."""
+    """Not-a-chest statistics of every film, two views: the frozen ImageNet
+    encoder's pooled features (`ood_max`, models/nets.py gate_features) and
+    the input's 16 x 16 thumbnail (`layout_max`, layout_features). Neither
+    depends on the trained network, so `model_file` is only recorded."""
     import torch
     from .cv import spec_for
-    from .cvtrain import predict, to_tensor, window_all
-    from .nets import build_lite0_unet, layout_features
+    from .cvtrain import to_tensor, window_all
+    from .nets import build_gate_encoder, gate_features, layout_features
     with open(os.path.join(run, "recipe.json")) as fh:
         rec = json.load(fh)
     spec = spec_for(int(rec["size"]), bool(rec["window"]))
     samples, fold = cvdata.load_table(os.path.join(run, "samples.csv"))
-    net = build_lite0_unet(tuple(rec["recipe"]["decoder_channels"]), pretrained=False)
-    net.load_state_dict(torch.load(os.path.join(run, model_file), weights_only=True))
     planes = window_all(np.load(os.path.join(run, "planes-%d.npz" % spec.size[0]))["planes"], spec)
-    feat = predict(net.eval(), planes, spec, tta=False)["feat"].astype(np.float64)
+    gate = build_gate_encoder()
+    feat, layout = [], []
     with torch.no_grad():
-        layout = np.concatenate([layout_features(to_tensor(list(planes[i:i + 64]), spec)).numpy()
-                                 for i in range(0, len(planes), 64)]).astype(np.float64)
+        for i in range(0, len(planes), 32):
+            x = to_tensor(list(planes[i:i + 32]), spec)
+            feat.append(gate_features(gate, x).numpy())
+            layout.append(layout_features(x).numpy())
+    feat, layout = np.concatenate(feat).astype(np.float64), np.concatenate(layout).astype(np.float64)
     enc, lay = _gaussian_gate(feat, fold, margin), _gaussian_gate(layout, fold, margin)
     res = dict(enc["summary"], model_file=model_file, margin=margin, n_films=len(feat),
+               features="ImageNet Lite0 (frozen), stage means at strides 4-16 (%d)" % feat.shape[1],
                ood_max=enc["summary"].pop("max"))
     res["layout"] = dict(lay["summary"], side=int(round(np.sqrt(layout.shape[1]))))
     res["layout_max"] = res["layout"].pop("max")

@@ -34,7 +34,9 @@ class Recipe:
     # p ~0.12 over the whole background and Dice 0.48 on two folds; 1 is the earlier quick test's recipe.
     pos_weight: float = 1.0
     dice: float = 1.0
-    dice_mode: str = "batch"          # "positives": per-image soft Dice over the masked positives
+    # Per-image soft Dice over the masked positives (models 0.4.0): out-of-fold Dice 0.552 -> 0.589 and
+    # specificity 0.908 -> 0.945 against the batch Dice ("batch", 0.3.1) in the same CV.
+    dice_mode: str = "positives"
     cls_weight: float = 0.5           # image-level head's BCE, beside the mask loss
     decoder_channels: Tuple[int, ...] = (128, 64, 32, 16, 8)
     seed: int = 17

