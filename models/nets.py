@@ -58,6 +58,26 @@ def count_parameters(net: nn.Module) -> int:
     return int(sum(p.numel() for p in net.parameters()))
 
 
+def count_used_parameters(net: nn.Module, input_shape: Tuple[int, ...]) -> int:
+    """Parameters one forward pass computes with (those a gradient reaches):
+    what an exported graph holds. A module may carry more than it runs: the
+    gate's depth-4 encoder keeps the unused stride-32 stage and ImageNet head,
+    the segmenter's export wraps a net that has an image-level head too."""
+    params = list(net.parameters())
+    was = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(True)
+            p.grad = None
+        with torch.enable_grad():
+            net(torch.zeros(input_shape)).sum().backward()
+        return int(sum(p.numel() for p in params if p.grad is not None))
+    finally:
+        for p, w in zip(params, was):
+            p.grad = None
+            p.requires_grad_(w)
+
+
 def count_flops(net: nn.Module, input_shape: Tuple[int, ...]) -> int:
     """Multiply-accumulates x2 of convolutions and linear layers for one forward pass."""
     total = [0]

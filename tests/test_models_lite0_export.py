@@ -12,7 +12,8 @@ pytestmark = pytest.mark.models
 from edge.inference.manifest import PreprocessSpec, WindowSpec  # noqa: E402
 from models.cvtrain import Recipe, predict, train_net  # noqa: E402
 from models.export_lite0 import ClassifierHead, MaskOnly  # noqa: E402
-from models.nets import build_gate_encoder, build_lite0_unet, gate_features  # noqa: E402
+from models.nets import (build_gate_encoder, build_lite0_unet, count_parameters, count_used_parameters,  # noqa: E402
+                         gate_features)
 from models.ood import distance  # noqa: E402
 
 SPEC = PreprocessSpec((64, 64), 1, (0.5,), (0.5,), window=WindowSpec())
@@ -65,3 +66,22 @@ def test_the_gate_encoder_is_imagenet_lite0_untouched_by_training():
         assert torch.equal(a, b), k
     x = torch.zeros(1, 1, 64, 64)
     assert gate_features(gate, x).shape == (1, 24 + 40 + 112)
+
+
+def test_the_manifests_parameter_count_is_what_each_exported_graph_computes_with():
+    # The gate's encoder carries ImageNet's unused stride-32 stage and head; the segmenter's
+    # module wraps a net whose image-level head it never runs. Neither is in its ONNX file.
+    net = build_lite0_unet((16, 8, 8, 8, 8), pretrained=False).eval()
+    gate = build_gate_encoder(pretrained=False)
+    ood = dict(mean=np.zeros(176), whitening=np.eye(176), layout_mean=np.zeros(256), layout_whitening=np.eye(256))
+    shape = (1, 1, 64, 64)
+    mask_only = MaskOnly(net)
+    assert count_used_parameters(mask_only, shape) == count_parameters(mask_only) - count_parameters(
+        net.classification_head) - count_parameters(net.encoder.conv_head) - count_parameters(net.encoder.bn2)
+    head = ClassifierHead(net, ood, gate, hflip=True).eval()
+    gate_unused = sum(count_parameters(b) for b in gate.blocks[5:]) + count_parameters(gate.conv_head) + \
+        count_parameters(gate.bn2)
+    assert gate_unused > 0
+    assert count_used_parameters(head, shape) == count_parameters(head) - gate_unused - count_parameters(
+        net.encoder.conv_head) - count_parameters(net.encoder.bn2)
+    assert all(not p.requires_grad and p.grad is None for p in gate.parameters())  # left frozen
