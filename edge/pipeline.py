@@ -71,8 +71,8 @@ class Pipeline:
         """Run the models; `prepared` is only read (a deferred segmenter
         input is made here and dropped with the call). Raises NotAChestRadiograph (a DecodeError: the
         file is rejected with that code) for a DICOM whose BodyPartExamined
-        names another body part, or when the classifier's feature distance
-        says the image is no chest film."""
+        names another body part, or when the classifier's feature or layout
+        distance is past the manifest's ood_max / layout_max."""
         check_body_part(prepared.image.body_part_examined)
         th = thresholds or self.thresholds
         timings = dict(prepared.timings_ms)

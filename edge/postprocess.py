@@ -1,9 +1,11 @@
 """Model outputs -> Finding, in the original image's geometry. Pure functions.
 
-The decision follows the SIIM-ACR 1st-place recipe: the segmenter's mask is
-the evidence (pixels above a high threshold must cover a minimum area; the
-drawn outline uses a lower threshold), and the classifier lets the device
-skip the segmenter on confident negatives. With rule "mask_or_classifier" a
+Without a calibration, the decision follows the SIIM-ACR 1st-place recipe:
+the segmenter's mask is the evidence (pixels above a high threshold must
+cover a minimum area; the drawn outline uses a lower threshold), and the
+classifier lets the device skip the segmenter on confident negatives
+(`skip_segmenter_below`; 0 for the bundled models, whose segmenter always
+runs because their calibrated p needs its area). With rule "mask_or_classifier" a
 classifier probability at or above its own threshold also raises the alert
 (for a site whose classifier earns it; the bundled one does not, see its
 card). Every threshold comes from the model manifests, overridable per site.

@@ -67,8 +67,9 @@ class ModelSettings:
 @dataclass
 class DecisionSettings:
     """The decision rule and per-site overrides of the manifests' thresholds (None = manifest's)."""
-    rule: str = field(default="mask", metadata={"choices": DECISION_RULES})   # mask: the mask decides (SIIM-ACR)
-    gate_segmenter: bool = True          # skip the segmenter on confident negatives
+    # mask: the calibrated p where the segmenter manifest has a calibration, else the mask (SIIM-ACR)
+    rule: str = field(default="mask", metadata={"choices": DECISION_RULES})
+    gate_segmenter: bool = True          # skip the segmenter below skip_segmenter_below (bundled: 0, never)
     classifier_positive: Optional[float] = field(default=None, metadata=_FRACTION)
     skip_segmenter_below: Optional[float] = field(default=None, metadata=_FRACTION)
     pixel_high: Optional[float] = field(default=None, metadata=_FRACTION)

@@ -59,8 +59,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = sub.add_parser("cv-report", help="decision rule, calibration and figures from a cv run's out-of-fold predictions")
     p.add_argument("run", nargs="?", default="runs/cv")
     p.add_argument("--model", default="final.pt", help="the network to ship (final.pt, or foldK.pt)")
-    p.add_argument("--plots", default="models/segmenter", help="folder for reliability.png")
-    p.add_argument("--tta", action="store_true", help="ship the h-flip TTA rule (the runtime then runs each model twice)")
+    p.add_argument("--plots", default="models/segmenter", help="folder for reliability.png / reliability-tta.png")
+    p.add_argument("--tta", action="store_true", help="ship the h-flip TTA rule (the segmenter then runs twice; the classifier "
+                   "averages film and mirror inside its graph, one call)")
     p.add_argument("--bootstrap", type=int, default=1000)
 
     p = sub.add_parser("export-cv", help="the cv run's network as classifier.onnx + segmenter.onnx with manifests")

@@ -87,7 +87,7 @@ def test_an_empty_profile_names_the_first_required_key():
 
 def test_the_runtime_reads_the_engine_precision_through_the_same_loader(tmp_path):
     from edge.inference.device_profile import profile_precision
-    assert profile_precision("xavier_nx", "classifier") == "int8"
+    assert profile_precision("xavier_nx", "classifier") == "fp16"
     assert profile_precision("xavier_nx", "segmenter") == "fp16"
     assert profile_precision(str(tmp_path / "absent.yaml"), "segmenter") is None
     bad = tmp_path / "bad.yaml"

@@ -66,8 +66,8 @@ def test_tensorrt_backend_fails_with_fix_hints(settings):
     assert code == 1
     assert line(text, "gpu/tensorrt")[0].startswith("FAIL")
     eng = line(text, "engine:classifier")[0]
-    assert eng.startswith("FAIL") and "no int8 engine" in eng
-    assert "python3 -m build_engine --onnx %s --device xavier_nx --precision int8" % settings.models.classifier in text
+    assert eng.startswith("FAIL") and "no fp16 engine" in eng
+    assert "python3 -m build_engine --onnx %s --device xavier_nx --precision fp16" % settings.models.classifier in text
     assert line(text, "parity:classifier")[0].startswith("FAIL")
 
 

@@ -86,8 +86,8 @@ class ModelManifest:
     output: TensorSpec
     output_kind: str                    # "logit" | "probability"
     preprocessing: PreprocessSpec
-    # classification: {"positive": p, "skip_segmenter_below": p}
-    # segmentation:   {"pixel_high": p, "min_area_fraction": f, "pixel_low": p}
+    # classification: {"positive": p, "skip_segmenter_below": p}, optional "ood_max", "layout_max"
+    # segmentation:   {"pixel_high": p, "min_area_fraction": f, "pixel_low": p}, optional "probability"
     thresholds: Dict[str, float]
     intended_use: str
     operating_points: List[OperatingPoint] = field(default_factory=list)

@@ -113,7 +113,7 @@ def report_sr(source: Dataset, alert: Dict[str, Any], overlay_uid: Optional[str]
     if f["pneumothorax"]:
         items.append(_code_item("121071", "DCM", "Finding", "36118008", "SCT", "Pneumothorax"))
     if f.get("probability") is not None:
-        items.append(_num("PROB", _SCHEME, "Classifier probability", f["probability"],
+        items.append(_num("PROB", _SCHEME, "Probability of pneumothorax", f["probability"],
                           "1", "UCUM", "no units"))
     if f.get("area_cm2") is not None:
         items.append(_num("AREA", _SCHEME, "Segmented area", f["area_cm2"],
