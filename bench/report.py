@@ -29,8 +29,10 @@ def table(result: Dict[str, Any]) -> str:
             result["config"]["reduced_resolution"])]
     out += ["note: " + n for n in result.get("notes", [])]
     peak = result["peak"]
-    out += ["", "machine peak: %.1f GFLOP/s (float32 %dx%d matmul, best of %d)" % (
-        peak["gflops"], peak["n"], peak["n"], peak["runs"]), "",
+    out += ["", "machine peak: %.1f GFLOP/s (float32 %dx%d matmul, best of %d, %s; numpy %.1f, ONNX Runtime %s)" % (
+        peak["gflops"], peak["n"], peak["n"], peak["runs"], peak.get("source", "numpy"),
+        peak.get("numpy_gflops", peak["gflops"]),
+        "%.1f" % peak["onnxruntime_gflops"] if "onnxruntime_gflops" in peak else peak.get("onnxruntime_error", "-")), "",
         "models alone, p50 ms per thread count (best marked *); achieved GFLOP/s from the best run at the best "
         "count, against the peak's best run (both best-of: contention only adds time):"]
     for precision, sweep in result["thread_sweep"].items():

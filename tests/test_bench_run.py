@@ -135,3 +135,11 @@ def test_quick_bench_writes_table_json_and_plot(tmp_path, capsys):
     (png,) = out.glob("bench-*.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob("work-*"))        # work files cleaned up
+
+
+def test_the_matmul_peak_is_the_better_of_numpy_and_onnx_runtime():
+    from bench.flops import matmul_peak_gflops
+    peak = matmul_peak_gflops(128, seconds=0.05)
+    assert peak["numpy_gflops"] > 0 and peak["onnxruntime_gflops"] > 0
+    assert peak["gflops"] == max(peak["numpy_gflops"], peak["onnxruntime_gflops"])
+    assert peak["source"] == ("onnxruntime" if peak["onnxruntime_gflops"] > peak["numpy_gflops"] else "numpy")
