@@ -78,10 +78,11 @@ def _bundled_candidates(task: str):
     where = "models/export_lite0.py (the bundled pair's network)"
     if task == "segmentation":
         return [(MaskOnly(net).eval(), where)]
-    dim, side = int(sum(net.encoder.out_channels[GATE_STAGES])), LAYOUT_SIDE * LAYOUT_SIDE
+    gate = build_gate_encoder(pretrained=False)
+    # the gate's own encoder sets its feature count, not the trained one's
+    dim, side = int(sum(gate.out_channels[GATE_STAGES])), LAYOUT_SIDE * LAYOUT_SIDE
     ood = {"mean": np.zeros(dim), "whitening": np.eye(dim),
            "layout_mean": np.zeros(side), "layout_whitening": np.eye(side)}
-    gate = build_gate_encoder(pretrained=False)
     # with and without the in-graph h-flip: the FLOPs say which one the manifest's file is
     return [(ClassifierHead(net, ood, gate, hflip=h).eval(), where + (", h-flip in the graph" if h else ""))
             for h in (True, False)]

@@ -161,10 +161,15 @@ def outcome(pipe: Pipeline, path: str) -> Tuple[str, Dict[str, Any]]:
     return ("positive" if f.pneumothorax else "negative"), {"p": f.probability}
 
 
+def _pipeline(classifier: str, segmenter: str) -> Pipeline:
+    """The runtime's pipeline on the manifests under test, one thread per model."""
+    return Pipeline(OnnxRuntimeBackend(load_manifest(classifier), threads=1),
+                    OnnxRuntimeBackend(load_manifest(segmenter), threads=1))
+
+
 def gate_eval(classifier: str, segmenter: str, data_root: str, run: str = "runs/cv") -> Dict[str, Any]:
     from . import cvdata
-    pipe = Pipeline(OnnxRuntimeBackend(load_manifest(classifier), threads=1),
-                    OnnxRuntimeBackend(load_manifest(segmenter), threads=1))
+    pipe = _pipeline(classifier, segmenter)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         items = [("dicom_sample", os.path.join(data_root, "dicom-samples", n))
@@ -220,8 +225,7 @@ def degraded_chest(classifier: str, segmenter: str, run: str = "runs/cv", step: 
     import dataclasses
     from edge.errors import NotAChestRadiograph
     from . import cvdata
-    pipe = Pipeline(OnnxRuntimeBackend(load_manifest(classifier), threads=1),
-                    OnnxRuntimeBackend(load_manifest(segmenter), threads=1))
+    pipe = _pipeline(classifier, segmenter)
     samples, _ = cvdata.load_table(os.path.join(run, "samples.csv"))
     films = samples[::step]
     damages = (("none", lambda p, i: p),) + DEGRADATIONS
