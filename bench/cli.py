@@ -21,6 +21,7 @@ from bench.baseline import measure_baseline
 from bench.flops import matmul_peak_gflops, onnx_flops
 from edge.errors import PneumoEdgeError
 from edge.gate import LEARNED_LIMITS
+from edge.inference.layout import candidates as layout_candidates, threads_for
 from edge.inference.manifest import ROLES, load_manifest
 from edge.inference.onnxruntime import DEFAULT_SPINNING, SPINNING
 from edge.inference.threads import candidates, usable_cores
@@ -214,6 +215,15 @@ def run_bench(args: argparse.Namespace, settings) -> int:
         say("models alone at %s threads (%s), %d runs each" % (counts, precision, args.thread_runs))
         result["thread_sweep"][precision] = runner.measure_thread_counts(
             [p["classifier"], p["segmenter"]], images, counts, args.thread_runs)
+    result["layouts"] = {}
+    for precision, p in model_paths.items():
+        if len(counts) > 1:
+            say("models with films side by side (%s): %s" % (precision, ", ".join(
+                "%d films x %d thread(s)" % (n, threads_for(n, usable_cores())) for n in layout_candidates(
+                    usable_cores())[1:])))
+            variant = runner.Variant(precision, 1, settings.decision.gate_segmenter, p["classifier"], p["segmenter"])
+            result["layouts"][precision] = runner.measure_layouts(settings, variant, images, args.images,
+                                                                  usable_cores())
     for path in model_paths["fp32"].values():
         manifest = load_manifest(path)
         result["flops"][manifest.name] = onnx_flops(manifest.model_path)

@@ -45,11 +45,16 @@ def table(result: Dict[str, Any]) -> str:
                 flops / fastest / 1e6, 100.0 * flops / fastest / 1e6 / peak["gflops"], flops / 1e9) \
                 if flops else ""
             out.append("  %-5s %-12s %s   %s" % (precision, name, "  ".join(cells), gf))
+    for precision, rows in (result.get("layouts") or {}).items():
+        for row in rows:
+            out.append("  %-5s %d films side by side, %d thread(s) each, own sessions: %.2f images/s (%.1f ms per film)"
+                       % (precision, row["films"], row["threads"], row["throughput_ips"],
+                          1000.0 / row["throughput_ips"]))
     for precision, lim in result["limits"].items():
         out.append("  %s machine's best limit, both models every image (runs per film: classifier %d, "
-                   "segmenter %d, as the pipeline; 2 = h-flip TTA): %.2f images/s (%.1f ms)"
+                   "segmenter %d, as the pipeline; 2 = h-flip TTA): %.2f images/s (%.1f ms; %s)"
                    % (precision, lim.get("passes", {}).get("classifier", 1), lim.get("passes", {}).get("segmenter", 1),
-                      lim["best_ips"], lim["best_ms"]))
+                      lim["best_ips"], lim["best_ms"], lim.get("best_is", "1 film at a time")))
     out += ["", "%-30s %-34s %11s %11s %s" % ("variant", "threads in use", "limit ips", "pipeline", "pipeline/limit")]
     for v in result["variants"]:
         lim, pipe = v["limit"]["throughput_ips"], v["pipeline"]["throughput_ips"]
@@ -76,8 +81,10 @@ def table(result: Dict[str, Any]) -> str:
     if e2e.get("one_at_a_time"):
         one = e2e["one_at_a_time"]
         lat, comp = one["arrival_to_puback_ms"], one["single_image_compute_ms"]
-        out += ["", "appliance end to end (real folder + mosquitto), %s, threads %s:" % (
-            e2e["variant"], _threads_text(e2e.get("inference_threads") or {}))]
+        fl = e2e.get("films_in_flight") or {}
+        out += ["", "appliance end to end (real folder + mosquitto), %s, threads %s; films in flight %s (%s%s):" % (
+            e2e["variant"], _threads_text(e2e.get("inference_threads") or {}), fl.get("films", 1), fl.get("how", "-"),
+            ", ms per film %s" % fl["measured_ms_per_film"] if fl.get("measured_ms_per_film") else "")]
         for name, c in (result.get("threads_check") or {}).items():
             out.append("  %s threads: appliance's start-up calibration %d (best ms %s), the sweep's %d (p50 ms %s)%s"
                        % (name, c["appliance"], c["appliance_ms"], c["sweep"], c["sweep_p50_ms"],

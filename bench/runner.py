@@ -153,6 +153,57 @@ def measure_limit(pipeline: Pipeline, images: Sequence[np.ndarray], count: int) 
             "segment_ms": stats.summarize(seg_ms)}
 
 
+def measure_side_by_side(pipelines: Sequence[Pipeline], images: Sequence[np.ndarray],
+                         count: int) -> Dict[str, Any]:
+    """measure_limit on each pipeline at once, one thread per pipeline (the
+    films in flight of edge.inference.layout): `count` images in all, films/s
+    over the wall time of the whole."""
+    if len(pipelines) == 1:
+        return measure_limit(pipelines[0], images, count)
+    share = max(1, count // len(pipelines))
+    parts = [None] * len(pipelines)  # type: List[Any]
+
+    def one(i: int) -> None:
+        parts[i] = measure_limit(pipelines[i], images, share)
+
+    workers = [threading.Thread(target=one, args=(i,)) for i in range(len(pipelines))]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - start
+    if any(p is None for p in parts):
+        raise RuntimeError("a side-by-side film thread failed")
+    samples = [v for p in parts for v in p["samples_ms"]]
+    return {"images": share * len(pipelines), "films": len(pipelines),
+            "throughput_ips": stats.throughput(share * len(pipelines), wall),
+            "per_image_ms": stats.summarize(samples), "samples_ms": samples,
+            "classify_ms": stats.summarize([parts[0]["classify_ms"]["p50"]]),
+            "segment_ms": stats.summarize([parts[0]["segment_ms"]["p50"]])}
+
+
+def measure_layouts(settings: Settings, variant: "Variant", images: Sequence[np.ndarray], count: int,
+                    cores: int) -> List[Dict[str, Any]]:
+    """The models with several films side by side, each film its own sessions
+    at cores / films threads (edge.inference.layout's candidates above 1):
+    part of the machine's limit, since the appliance may run that way."""
+    from edge.inference.layout import candidates, threads_for
+    rows = []
+    for films in candidates(cores)[1:]:
+        threads = threads_for(films, cores)
+        v = dataclasses.replace(variant, threads=threads)
+        pipelines = [build_pipeline(settings, v) for _ in range(films)]
+        try:
+            got = measure_side_by_side(pipelines, images, max(count, 2 * films))
+        finally:
+            for p in pipelines:
+                p.close()
+        rows.append({"films": films, "threads": threads, "throughput_ips": got["throughput_ips"],
+                     "per_image_ms": got["per_image_ms"]})
+    return rows
+
+
 def measure_thread_counts(model_paths: Sequence[str], images: Sequence[np.ndarray], counts: Sequence[int],
                           runs: int) -> Dict[str, Dict[str, Any]]:
     """Each model alone, at each intra-op thread count, on real preprocessed
@@ -311,7 +362,9 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
     shutil.rmtree(workdir, ignore_errors=True)
     s = appliance_settings(settings, variant, workdir, port)
     quiet = quiesce()
-    app = Appliance(s, pipeline=build_pipeline(s, variant))
+    # The shipped path: the appliance builds its own pipelines (models.films_in_flight);
+    # a variant that changes ONNX Runtime's idle threads hands it one.
+    app = Appliance(s, pipeline=build_pipeline(s, variant) if variant.spinning else None)
     staging = os.path.join(s.capture.dir, "staging")
     os.makedirs(staging, exist_ok=True)
     incoming = app.folders.incoming
@@ -355,7 +408,7 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
             # The models' limit right before the burst, on the appliance's own
             # sessions: the same contention as the burst it is compared with.
             images = [decode_bytes(it.data, s.decode).pixels for it in items[:2]]
-            limit_now = measure_limit(app.pipeline, images, max(10, min(burst, 20)))
+            limit_now = measure_side_by_side(app.pipelines, images, max(10, min(burst, 20)))
             del images
             cpu0 = time.process_time()
             arrivals = drop(burst)
@@ -397,6 +450,7 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
                 "arrival_to_puback_over_compute": stats.summarize(per_file),
                 "stages": stats.stage_table(samples, APPLIANCE_STAGES)},
             "burst": burst_result, "inference_threads": status.get("inference_threads"),
+            "films_in_flight": status.get("films_in_flight"),
             "before_start": quiet}
 
 
@@ -409,7 +463,7 @@ def measure_growth(settings: Settings, variant: Variant, items: Sequence[BenchIn
     from edge.app import Appliance
     shutil.rmtree(workdir, ignore_errors=True)
     s = appliance_settings(settings, variant, workdir, port)
-    app = Appliance(s, pipeline=build_pipeline(s, variant))
+    app = Appliance(s)       # the shipped layout's sessions, all of them resident (films in flight + a lone film's)
     app.publisher.start()
     staging = os.path.join(s.capture.dir, "staging")
     os.makedirs(staging, exist_ok=True)

@@ -1,9 +1,12 @@
 """Wiring and lifecycle of the appliance: capture -> decode -> pipeline -> outbox -> MQTT.
 
 Threads: the main thread waits for signals; the intake thread claims files,
-decodes and preprocesses them (edge.stages.intake); the inference thread runs
-the models, renders the overlay and commits (edge.stages.commit); the
-publisher (edge.alerts.publisher) owns MQTT. One Job (edge.stages.job) carries
+decodes and preprocesses them (edge.stages.intake); one inference thread per
+film in flight (models.films_in_flight, edge.stages.models) runs the models
+with its own sessions, renders the overlay and commits (edge.stages.commit);
+a film that finds no other in flight runs on the one-film pipeline, every
+core's threads, for the shortest latency; the publisher
+(edge.alerts.publisher) owns MQTT. One Job (edge.stages.job) carries
 each file from claim to commit; a file that ends without an alert gets its
 verdict from edge.stages.rejections, on the thread where it ended.
 Intake hands over at most one prepared Job at a time, so decoding the next
@@ -52,8 +55,7 @@ from edge.capture.retry import Deferred, RetryQueue
 from edge.capture.watcher import Watcher
 from edge.errors import PneumoEdgeError
 from edge.hospital import HospitalLinks
-from edge.inference.manifest import load_manifest
-from edge.inference.registry import create_backend, resolve_backend_name
+from edge.inference.layout import Layout
 from edge.pipeline import Pipeline
 from edge.resolution import decode_side
 from edge.signals import stop_on_signals
@@ -62,6 +64,7 @@ from edge.stages.commit import Commit
 from edge.stages.events import Events, report_store_health
 from edge.stages.intake import Intake
 from edge.stages.job import Job, Outcome
+from edge.stages.models import build_pipeline, build_pipelines
 from edge.stages.overlay_recovery import AfterAlert
 from edge.stages.rejections import Rejections
 from edge.stages.tally import Tally
@@ -79,24 +82,18 @@ WARM_WAIT_S = 30.0       # start() waits this long at most for the threads' warm
 _END = object()
 
 
-def build_pipeline(settings: Settings) -> Pipeline:
-    backend, why = resolve_backend_name(settings.models)
-    log.info("inference backend: %s (%s)", backend, why)
-    cls = create_backend(load_manifest(settings.models.classifier), settings.models, backend)
-    seg = create_backend(load_manifest(settings.models.segmenter), settings.models, backend)
-    pipeline = Pipeline(cls, seg, settings.decision, backend_reason=why)
-    for info in pipeline.models:
-        if info.intended_use != "validated":
-            log.warning("MODEL %s %s is intended_use=%s: %s", info.name, info.version,
-                        info.intended_use, use_warning(info.intended_use))
-    return pipeline
-
-
 class Appliance:
     def __init__(self, settings: Settings, pipeline: Optional[Pipeline] = None):
+        """`pipeline`: run the models with this one (one film at a time);
+        otherwise models.films_in_flight decides how many are built."""
         self.settings = settings
         self._allocator = keep_large_blocks()      # before the first film's buffers
-        self.pipeline = pipeline or build_pipeline(settings)
+        if pipeline is not None:
+            self.pipelines, alone, self.layout = [pipeline], None, Layout(1, settings.models.threads, "given")
+        else:
+            self.pipelines, alone, self.layout = build_pipelines(settings)
+        self.pipeline = alone or self.pipelines[0]   # its preprocessing, thresholds and models stand for all
+        self._alone = alone            # for a film that arrives while no other is in flight
         self.store = Store(settings.state_dir)
         self.ledger = Ledger(self.store)
         self.outbox = Outbox(self.store)
@@ -106,7 +103,8 @@ class Appliance:
         self.hospital = HospitalLinks(settings, self.store, self.folders)   # DICOM in, results to PACS
         self._stop = threading.Event()
         self._threads = []  # type: List[threading.Thread]
-        self._warm_intake, self._warm_inference = threading.Event(), threading.Event()
+        self._warm_intake = threading.Event()
+        self._warm_inference = []  # type: List[threading.Event]
         self._handoff = queue.Queue(maxsize=1)  # type: queue.Queue   # Jobs ready for the models
         self._tally = Tally()
         self._retries = RetryQueue()
@@ -128,9 +126,13 @@ class Appliance:
                                  self.topics, self._tally, side)   # overlay + PACS after the alert; crash recovery
         self._intake = Intake(settings, self.pipeline, self.ledger, self.folders, self._rejections,
                               self._tally, self._stop, lambda: self.watcher, side, self._after)
-        self._commit = Commit(settings, self.pipeline, self.store, self.ledger, self.outbox, self.acks,
-                              self._after, self.folders, self.topics, self._tally,
-                              notify=self.publisher.notify)
+        # One Commit per film in flight: each runs its own pipeline's sessions.
+        self._commits = [Commit(settings, p, self.store, self.ledger, self.outbox, self.acks,
+                                self._after, self.folders, self.topics, self._tally,
+                                notify=self.publisher.notify) for p in self.pipelines + [alone] if p is not None]
+        self._in_flight = 0                    # films in the models' stage now
+        self._alone_busy = False
+        self._flight_lock = threading.Lock()
         report_store_health(self.store, self.folders.done, self._events)
 
     # -- status ---------------------------------------------------------
@@ -152,7 +154,9 @@ class Appliance:
             "acks": self.acks.status(),
             "disk": self.disk.status(),
             "waiting_retry": len(self._retries),
-            "inference_threads": self.pipeline.thread_report(),
+            "inference_threads": self.pipelines[0].thread_report(),   # each film in flight's sessions
+            "films_in_flight": dict(self.layout.as_dict(), **(
+                {"alone": self._alone.thread_report()} if self._alone is not None else {})),
             "allocator": self._allocator,
             "hospital": self.hospital.status(),
         }
@@ -169,11 +173,14 @@ class Appliance:
         self._state = "online"
         self.publisher.start()
         self.acks.start(self.publisher)
-        self._threads = [threading.Thread(target=self._intake_loop, name="intake", daemon=True),
-                         threading.Thread(target=self._inference_loop, name="inference", daemon=True)]
+        self._warm_inference = [threading.Event() for _ in self.pipelines]
+        self._threads = [threading.Thread(target=self._intake_loop, name="intake", daemon=True)] + [
+            threading.Thread(target=self._inference_loop, args=(i,), daemon=True,
+                             name="inference" if len(self.pipelines) == 1 else "inference-%d" % (i + 1))
+            for i in range(len(self.pipelines))]
         for t in self._threads:
             t.start()
-        for warmed in (self._warm_intake, self._warm_inference):   # a film now finds them warm
+        for warmed in [self._warm_intake] + self._warm_inference:   # a film now finds them warm
             warmed.wait(WARM_WAIT_S)
         self.hospital.start()
         log.info("watching %s (%s); alerts to %s:%d under %s", self.folders.incoming, self.watcher.mode,
@@ -191,7 +198,8 @@ class Appliance:
         self.publisher.stop(timeout=min(timeout, 10.0))
         if self.watcher is not None:
             self.watcher.close()
-        self.pipeline.close()
+        for pipeline in self.pipelines + ([self._alone] if self._alone is not None else []):
+            pipeline.close()
         self.store.close()
 
     def run_forever(self, stop: Optional[threading.Event] = None) -> int:
@@ -228,9 +236,24 @@ class Appliance:
         """Dedupe, read, decode and preprocess; the Outcome when the file ends here."""
         return self._intake.run(job)
 
-    def complete(self, job: Job) -> Outcome:
-        """Models, the alert's transaction (queued + file done), the overlay's, then the move."""
-        return self._commit.run(job)
+    def complete(self, job: Job, worker: int = -1) -> Outcome:
+        """Models, the alert's transaction (queued + file done), the overlay's, then the move.
+        `worker`: the film-in-flight's own pipeline; -1 (callers without
+        threads) or a film alone in the models' stage: the one-film pipeline."""
+        if worker < 0:
+            return self._commits[-1].run(job)
+        with self._flight_lock:
+            alone = (self._alone is not None and not self._alone_busy and self._in_flight == 0
+                     and self._handoff.empty())
+            self._in_flight += 1
+            self._alone_busy = self._alone_busy or alone
+        try:
+            return self._commits[-1 if alone else worker].run(job)
+        finally:
+            with self._flight_lock:
+                self._in_flight -= 1
+                if alone:
+                    self._alone_busy = False
 
     # -- the intake thread: every step for one file is guarded ---------------
     def _intake_loop(self) -> None:
@@ -338,23 +361,28 @@ class Appliance:
         return ok
 
     # -- the inference thread ---------------------------------------------
-    def _warm_thread(self, steps, done: threading.Event) -> None:
+    def _warm_thread(self, steps, done: threading.Event, pipeline: Optional[Pipeline] = None) -> None:
         """The film path once on this thread, before its first real film (edge/stages/warmup.py)."""
         try:
             if self.settings.models.warmup > 0:
-                path = warm_film_path(self.pipeline, self.settings, self._decode_side, steps)
+                path = warm_film_path(pipeline or self.pipeline, self.settings, self._decode_side, steps)
                 log.info("warm-up film on the %s thread (ms): %s", threading.current_thread().name,
                          ", ".join("%s %.0f" % (k[:-3], v) for k, v in path.items()))
         finally:
             done.set()
 
-    def _inference_loop(self) -> None:
-        self._warm_thread(("decode", "prepare", "infer", "overlay"), self._warm_inference)
+    def _inference_loop(self, worker: int = 0) -> None:
+        """One film in flight: takes prepared Jobs until intake ends."""
+        if self._alone is not None:     # a lone film may come to any of these threads
+            self._warm_thread(("decode", "prepare", "infer"), threading.Event(), self._alone)
+        self._warm_thread(("decode", "prepare", "infer", "overlay"), self._warm_inference[worker],
+                          self.pipelines[worker])      # sets the event start() waits for
         while True:
             job = self._handoff.get()
             if job is _END:
+                self._handoff.put(_END)     # for the other films' threads
                 return
-            self._publish(self._rejections.guard(job.claimed, lambda: self.complete(job)))
+            self._publish(self._rejections.guard(job.claimed, lambda: self.complete(job, worker)))
 
     def _publish(self, outcome: Optional[Outcome]) -> None:
         if outcome is not None:

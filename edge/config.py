@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from edge.errors import ConfigError
+from edge.inference.layout import parse as parse_films
 from edge.inference.threads import parse as parse_threads
 from edge.settings import Settings
 from edge.strict_yaml import Walker, Where, compose_file, resolve_path, set_dotted
@@ -70,6 +71,14 @@ def _threads(value: Any) -> Optional[str]:
     return None
 
 
+def _films_in_flight(value: Any) -> Optional[str]:
+    try:
+        parse_films(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _ae_title(value: str) -> Optional[str]:
     if not value.strip() or len(value) > 16 or "\\" in value or not value.isprintable():
         return "%r is not a DICOM AE title (1-16 printable characters, no backslash)" % value
@@ -85,7 +94,8 @@ def _max_pdu(value: int) -> Optional[str]:
 # The checks a settings field names with metadata={"format": ...}.
 FORMATS = {"topic_level": _topic_level, "topic_prefix": _topic_prefix,
            "ae_title": _ae_title, "max_pdu": _max_pdu,
-           "profile_name": _profile_name, "threads": _threads}
+           "profile_name": _profile_name, "threads": _threads,
+           "films_in_flight": _films_in_flight}
 
 
 def load_config(path: Optional[str] = None,
@@ -286,8 +296,9 @@ def describe(settings: Settings) -> str:
         "capture:     %s (watch: %s, poll every %gs, settle %gs, on success: %s)"
         % (c.dir, c.watch, c.poll_interval_s, c.settle_s, c.on_success),
         "state:       %s" % s.state_dir,
-        "models:      backend %s, threads %s, warm-up %d"
-        % (s.models.backend, "all cores" if s.models.threads == 0 else s.models.threads, s.models.warmup),
+        "models:      backend %s, threads %s, films in flight %s, warm-up %d"
+        % (s.models.backend, "all cores" if s.models.threads == 0 else s.models.threads,
+           s.models.films_in_flight, s.models.warmup),
         "  classifier: %s" % s.models.classifier,
         "  segmenter:  %s" % s.models.segmenter,
     ]

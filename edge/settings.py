@@ -59,6 +59,10 @@ class ModelSettings:
     # ONNX Runtime intra-op threads: "auto" times each model at start-up over 1, 2, 4 ..
     # cores and keeps the fastest (edge/inference/threads.py); an integer fixes it, 0 = all cores.
     threads: Any = field(default="auto", metadata={"format": "threads"})
+    # Films through the models at once, each with its own sessions: "auto" times 1, 2, 4 ..
+    # side by side at start-up (cores shared out) and keeps the fewest within 5 % of the
+    # fastest (edge/inference/layout.py); an integer fixes it. TensorRT: always 1.
+    films_in_flight: Any = field(default="auto", metadata={"format": "films_in_flight"})
     engine_dir: str = field(default="engines", metadata=_PATH)   # TensorRT engines + sidecars
     device_profile: str = field(default="xavier_nx", metadata={"format": "profile_name"})   # config/devices/<name>.yaml
     warmup: int = field(default=2, metadata={"ge": 0})

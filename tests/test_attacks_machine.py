@@ -212,11 +212,11 @@ class CursedAppliance(Appliance):
     """Completing one particular film always fails with a folder error, as a
     file the store or folders choke on would; every other film is fine."""
 
-    def complete(self, item):
+    def complete(self, item, worker=-1):
         if item.claimed.name == "cursed.dcm":
             from edge.errors import CaptureError
             raise CaptureError("cannot finish cursed.dcm: Invalid argument")
-        return super().complete(item)
+        return super().complete(item, worker)
 
 
 def test_a_file_that_keeps_failing_while_others_pass_ends_rejected_not_retried_for_ever(tmp_path, mosquitto,

@@ -407,7 +407,7 @@ def _outside(meta):
     if meta.get("nonempty"):
         return " "
     return {"topic_level": "a/b", "topic_prefix": "a//b", "profile_name": "../x", "threads": "many",
-            "ae_title": "AN_AE_TITLE_OVER_16", "max_pdu": 100}[meta["format"]]
+            "films_in_flight": 0, "ae_title": "AN_AE_TITLE_OVER_16", "max_pdu": 100}[meta["format"]]
 
 
 LIMITED = [(key, f) for key, f in _declared() if f.metadata]

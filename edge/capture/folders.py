@@ -7,8 +7,10 @@
 
 Renames stay on one filesystem (checked at start) so each is atomic, and
 the directories are fsynced after renames so a power cut cannot undo a
-move that the ledger already records. Only the one capture worker moves
-files, so choosing a free name and renaming onto it cannot race.
+move that the ledger already records. Several threads move files (intake
+rejects, each film in flight finishes or rejects), so choosing a free name
+and renaming onto it happen under one lock: two files with the same name
+cannot both take the free one (a rename would replace the first).
 
 A claim fsyncs processing/ at once (a crash then finds the file there) but
 the folder it came from only before that file's next move (done/,
@@ -157,6 +159,7 @@ class CaptureFolders:
         self.on_success = settings.on_success
         self._lock = threading.Lock()         # guards _unsynced (held for a set operation only)
         self._sync_lock = threading.Lock()    # a second syncer waits for the fsync in progress
+        self._move_lock = threading.Lock()    # a free name is chosen and taken by one thread at a time
         self._unsynced = set()   # type: Set[str]   folders a claim renamed out of, not yet fsynced
         self.incoming = os.path.join(root, "incoming")
         self.processing = os.path.join(root, "processing")
@@ -212,8 +215,9 @@ class CaptureFolders:
         """Put a file whose writer is not done back into incoming/ (it will
         settle again); returns its path there."""
         self._sync_claim_sources()
-        target = os.path.join(self.incoming, _free_name(self.incoming, os.path.basename(claimed.name)))
-        return _move(claimed, target, "cannot return %s to incoming/" % claimed.label)
+        with self._move_lock:
+            target = os.path.join(self.incoming, _free_name(self.incoming, os.path.basename(claimed.name)))
+            return _move(claimed, target, "cannot return %s to incoming/" % claimed.label)
 
     def _sync_claim_sources(self) -> None:
         """fsync the folders claims renamed files out of since the last call:
@@ -246,8 +250,9 @@ class CaptureFolders:
             except OSError as exc:
                 raise CaptureError("cannot finish %s: %s" % (claimed.label, exc.strerror))
             return None
-        target = os.path.join(self.done, _free_name(self.done, os.path.basename(claimed.name)))
-        return _move(claimed, target, "cannot finish %s" % claimed.label)
+        with self._move_lock:
+            target = os.path.join(self.done, _free_name(self.done, os.path.basename(claimed.name)))
+            return _move(claimed, target, "cannot finish %s" % claimed.label)
 
     def reject(self, claimed: Claimed, code: str, reason: str,
                details: Optional[Dict[str, Any]] = None) -> str:
@@ -255,6 +260,11 @@ class CaptureFolders:
         The reason file is written first, so a file in rejected/ never lacks
         one (a crash in between leaves the file in processing/, redone)."""
         self._sync_claim_sources()
+        with self._move_lock:
+            return self._reject_locked(claimed, code, reason, details)
+
+    def _reject_locked(self, claimed: Claimed, code: str, reason: str,
+                       details: Optional[Dict[str, Any]]) -> str:
         name = _free_name(self.rejected, os.path.basename(claimed.name), REASON_SUFFIX)
         target = os.path.join(self.rejected, name)
         record = {

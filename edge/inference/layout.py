@@ -1,0 +1,95 @@
+"""How many films run the models at once, and with how many threads each.
+
+On the CPU the same cores can serve one film at a time with every core's
+thread, or several films at once with fewer threads each. ONNX Runtime's
+threads wait for each other at every parallel section, and on a 2-core
+x86 VM one film at 2 threads left much of the second core idle: the
+models alone ran 12.9 films/s one at a time at 2 threads and 15.0 films/s
+two at a time at 1 thread each (medians of 8 rounds, /work's tp3 check);
+with decode and the overlay around them, 12.4 against 14.7. Which layout
+wins depends on the machine, so `models.films_in_flight: auto` times them
+at start-up, each candidate running its films side by side on zeros, and
+keeps the fewest films within the tolerance of the fastest (one film at a
+time has the shortest latency). TensorRT runs one film at a time: one
+engine context per model, and the GPU already runs each film's layers in
+parallel.
+"""
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from edge.inference import threads as thread_choice
+
+AUTO = thread_choice.AUTO
+MAX_FILMS = 4     # more films in flight means more decoded films in memory, not more cores
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Films the appliance runs through the models at once, each with its own
+    sessions of `threads` intra-op threads (0: the backend's own choice)."""
+    films: int
+    threads: Union[int, str]
+    how: str                                   # configured | calibrated | one engine (TensorRT)
+    measured_ms: Dict[int, float] = field(default_factory=dict)   # films -> ms per film
+
+    def as_dict(self) -> Dict[str, Any]:
+        out = {"films": self.films, "threads_per_film": self.threads, "how": self.how}   # type: Dict[str, Any]
+        if self.measured_ms:
+            out["measured_ms_per_film"] = {str(k): round(v, 2) for k, v in sorted(self.measured_ms.items())}
+        return out
+
+
+def parse(value: Union[int, str]) -> Optional[int]:
+    """models.films_in_flight -> an int, or None for "auto"."""
+    if isinstance(value, str):
+        if value.strip().lower() == AUTO:
+            return None
+        raise ValueError("models.films_in_flight must be 'auto' or an integer 1..%d, got %r" % (MAX_FILMS, value))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_FILMS:
+        raise ValueError("models.films_in_flight must be 'auto' or an integer 1..%d, got %r" % (MAX_FILMS, value))
+    return value
+
+
+def candidates(cores: int) -> List[int]:
+    """1, 2, 4 films up to the cores (and MAX_FILMS): each keeps at least one core."""
+    return [n for n in thread_choice.candidates(cores) if n <= MAX_FILMS]
+
+
+def threads_for(films: int, cores: int) -> int:
+    """The cores shared out between the films in flight."""
+    return max(1, cores // max(1, films))
+
+
+def side_by_side_ms(runners: Sequence[Callable[[], Any]]) -> float:
+    """Each runner (one film through the models) on its own thread, started
+    together: wall ms per film."""
+    errors = []  # type: List[BaseException]
+
+    def one(fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            errors.append(exc)
+
+    if len(runners) == 1:
+        return thread_choice.stopwatch_ms(runners[0])
+    workers = [threading.Thread(target=one, args=(fn,), name="layout-%d" % i) for i, fn in enumerate(runners)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+    return (time.perf_counter() - t0) * 1000.0 / len(runners)
+
+
+def calibrate(time_films: Callable[[int], float], counts: Sequence[int], **kwargs: Any) -> Layout:
+    """`time_films(n)` runs n films side by side and returns ms per film; the
+    same round-robin, best-run, two-window timing as the thread counts
+    (edge.inference.threads.calibrate) and the same rule: the fewest films
+    within the tolerance of the fastest."""
+    choice = thread_choice.calibrate(time_films, counts, **kwargs)
+    return Layout(choice.threads, 0, "calibrated", choice.measured_ms)
