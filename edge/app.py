@@ -10,8 +10,9 @@ core's threads, for the shortest latency; the publisher
 each file from claim to commit; a file that ends without an alert gets its
 verdict from edge.stages.rejections, on the thread where it ended.
 Intake hands over at most one prepared Job at a time, so decoding the next
-film overlaps the models' work on this one without piling images up in
-memory. The threads meet in SQLite (ledger + outbox in one database), so
+film overlaps the models' work without piling images up in memory: with N
+films in flight at most N + 2 decoded films are held (N in the models, one
+handed over, one being decoded). The threads meet in SQLite (ledger + outbox in one database), so
 "image done" and "alert queued" commit together and survive a power cut.
 
 Crash safety, step by step for one file:
@@ -161,11 +162,18 @@ class Appliance:
             "hospital": self.hospital.status(),
         }
 
+    def _all_pipelines(self) -> List[Pipeline]:
+        """self.pipeline first, then every other one (films in flight, the lone film's)."""
+        rest = [p for p in self.pipelines + [self._alone] if p is not None and p is not self.pipeline]
+        return [self.pipeline] + rest
+
     def counts(self) -> Dict[str, int]:
         return self._tally.snapshot()
 
     # -- lifecycle ------------------------------------------------------
     def start(self) -> None:
+        for pipeline in self._all_pipelines()[1:]:
+            pipeline.warmup(self.settings.models.warmup)
         warm = self.pipeline.warmup(self.settings.models.warmup)
         log.info("warm-up (ms): %s", ", ".join("%s first %.0f last %.0f" % (k, v["first_ms"], v["last_ms"])
                                                for k, v in warm.items()))
@@ -198,8 +206,13 @@ class Appliance:
         self.publisher.stop(timeout=min(timeout, 10.0))
         if self.watcher is not None:
             self.watcher.close()
-        for pipeline in self.pipelines + ([self._alone] if self._alone is not None else []):
-            pipeline.close()
+        if any(t.is_alive() for t in self._threads):
+            # A thread still in a film would find its sessions gone and fault a good
+            # file: leave them to the process's exit; the file is redone at restart.
+            log.warning("an appliance thread is still busy after %.0f s; models left open", timeout)
+        else:
+            for pipeline in self._all_pipelines():
+                pipeline.close()
         self.store.close()
 
     def run_forever(self, stop: Optional[threading.Event] = None) -> int:

@@ -17,7 +17,7 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from edge.errors import ConfigError
 from edge.inference.layout import parse as parse_films
@@ -63,20 +63,15 @@ def _profile_name(value: str) -> Optional[str]:
     return None
 
 
-def _threads(value: Any) -> Optional[str]:
-    try:
-        parse_threads(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _films_in_flight(value: Any) -> Optional[str]:
-    try:
-        parse_films(value)
-    except ValueError as exc:
-        return str(exc)
-    return None
+def _parsed_by(parse: Callable[[Any], Any]) -> Callable[[Any], Optional[str]]:
+    """A format check that is the parser's own ValueError message."""
+    def check(value: Any) -> Optional[str]:
+        try:
+            parse(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
+    return check
 
 
 def _ae_title(value: str) -> Optional[str]:
@@ -94,8 +89,8 @@ def _max_pdu(value: int) -> Optional[str]:
 # The checks a settings field names with metadata={"format": ...}.
 FORMATS = {"topic_level": _topic_level, "topic_prefix": _topic_prefix,
            "ae_title": _ae_title, "max_pdu": _max_pdu,
-           "profile_name": _profile_name, "threads": _threads,
-           "films_in_flight": _films_in_flight}
+           "profile_name": _profile_name, "threads": _parsed_by(parse_threads),
+           "films_in_flight": _parsed_by(parse_films)}
 
 
 def load_config(path: Optional[str] = None,

@@ -140,9 +140,12 @@ def test_a_pending_overlay_is_not_recovered_while_this_process_has_it_in_hand(tm
     f = Finding(pneumothorax=False, probability=0.1, seg_max_probability=None, area_px=0, area_fraction=0.0,
                 area_cm2=None, side=None, bbox=None)
     try:
-        with app.store.transaction() as conn:
-            after.remember(conn, "c0ffee", alert, f, "DEMO")
+        for _ in range(2):                               # two copies in flight on two threads
+            with app.store.transaction() as conn:
+                after.remember(conn, "c0ffee", alert, f, "DEMO")
         assert after.pending("c0ffee") is None          # a copy arriving now is a duplicate
+        after.release("c0ffee")
+        assert after.pending("c0ffee") is None          # the other copy still has it in hand
         after.release("c0ffee")
         got = after.pending("c0ffee")                    # as after a crash: recoverable
         assert (got.alert_id, got.alert, got.finding, got.label) == ("a" * 32, alert, f, "DEMO")

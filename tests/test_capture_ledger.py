@@ -66,6 +66,19 @@ def test_rejected_keeps_code_and_reason(store, ledger):
         "rejected", "not_an_image", "no image signature", None)
 
 
+def test_a_content_whose_alert_is_queued_stays_done_when_a_later_step_rejects_it(store, ledger):
+    """A fault after the alert's transaction (or on another copy in flight) must
+    not turn an alerted content into a rejected one: its alert stands, and a
+    resend is a duplicate, not a second alert."""
+    ledger.record_claim(_sha("c"), "c.dcm")
+    with store.transaction() as conn:
+        ledger.mark_done(conn, _sha("c"), "alert-9")
+    with store.transaction() as conn:
+        ledger.mark_rejected(conn, _sha("c"), "fault", "overlay failed")
+    entry = ledger.lookup(_sha("c"))
+    assert (entry.state, entry.alert_id, entry.reason_code) == ("done", "alert-9", None)
+
+
 def test_a_resent_identical_file_is_seen_as_done_and_counted_as_duplicate(store, ledger):
     ledger.record_claim(_sha("a"), "a.dcm")
     with store.transaction() as conn:

@@ -7,10 +7,12 @@
 
 Renames stay on one filesystem (checked at start) so each is atomic, and
 the directories are fsynced after renames so a power cut cannot undo a
-move that the ledger already records. Several threads move files (intake
-rejects, each film in flight finishes or rejects), so choosing a free name
-and renaming onto it happen under one lock: two files with the same name
-cannot both take the free one (a rename would replace the first).
+move that the ledger already records. Several threads move files out of
+processing/ (intake rejects, each film in flight finishes or rejects), so
+choosing a free name and renaming onto it happen under one lock: two files
+with the same name cannot both take the free one (a rename would replace the
+first). The DICOM receiver writes into incoming/ under its own lock
+(edge/intake/spool.py); a file given back to incoming/ meets it only there.
 
 A claim fsyncs processing/ at once (a crash then finds the file there) but
 the folder it came from only before that file's next move (done/,
@@ -124,10 +126,18 @@ def fsync_dir(path: str) -> None:
 
 def _move(claimed: "Claimed", target: str, failure: str) -> str:
     """Rename the claimed file to `target`, then make both folders' entries durable."""
+    _rename(claimed, target, failure)
+    return _synced(claimed, target)
+
+
+def _rename(claimed: "Claimed", target: str, failure: str) -> None:
     try:
         os.rename(claimed.path, target)
     except OSError as exc:
         raise CaptureError("%s: %s" % (failure, exc.strerror))
+
+
+def _synced(claimed: "Claimed", target: str) -> str:
     fsync_dir_quietly(os.path.dirname(target))
     fsync_dir_quietly(os.path.dirname(claimed.path))
     return target
@@ -215,9 +225,10 @@ class CaptureFolders:
         """Put a file whose writer is not done back into incoming/ (it will
         settle again); returns its path there."""
         self._sync_claim_sources()
-        with self._move_lock:
+        with self._move_lock:      # the name is taken by the rename; the syncs need no lock
             target = os.path.join(self.incoming, _free_name(self.incoming, os.path.basename(claimed.name)))
-            return _move(claimed, target, "cannot return %s to incoming/" % claimed.label)
+            _rename(claimed, target, "cannot return %s to incoming/" % claimed.label)
+        return _synced(claimed, target)
 
     def _sync_claim_sources(self) -> None:
         """fsync the folders claims renamed files out of since the last call:
@@ -250,9 +261,10 @@ class CaptureFolders:
             except OSError as exc:
                 raise CaptureError("cannot finish %s: %s" % (claimed.label, exc.strerror))
             return None
-        with self._move_lock:
+        with self._move_lock:      # the name is taken by the rename; the syncs need no lock
             target = os.path.join(self.done, _free_name(self.done, os.path.basename(claimed.name)))
-            return _move(claimed, target, "cannot finish %s" % claimed.label)
+            _rename(claimed, target, "cannot finish %s" % claimed.label)
+        return _synced(claimed, target)
 
     def reject(self, claimed: Claimed, code: str, reason: str,
                details: Optional[Dict[str, Any]] = None) -> str:

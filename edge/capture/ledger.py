@@ -95,6 +95,15 @@ class Ledger:
 
     def mark_rejected(self, conn: sqlite3.Connection, sha256: str, code: str,
                       reason: str) -> None:
+        """A content whose alert is already queued stays done (a fault after the
+        alert's transaction, or on another copy of it): its alert stands, and
+        the same bytes sent again are a duplicate, not a new alert."""
+        try:
+            row = conn.execute("SELECT state FROM capture_ledger WHERE sha256 = ?", (sha256,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError("cannot read the capture ledger: %s" % exc)
+        if row is not None and row[0] == "done":
+            return
         self._finish(conn, sha256, "rejected", alert_id=None, reason_code=code, reason=reason)
 
     def _finish(self, conn: sqlite3.Connection, sha256: str, state: str,

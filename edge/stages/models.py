@@ -24,19 +24,25 @@ from edge.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def build_pipeline(settings: Settings, threads=None) -> Pipeline:
-    """One pipeline (classifier + segmenter); `threads` overrides models.threads."""
+def build_pipeline(settings: Settings, threads=None, announce: bool = True) -> Pipeline:
+    """One pipeline (classifier + segmenter); `threads` overrides models.threads;
+    `announce` logs the backend and any model not validated for clinical use."""
     models = settings.models if threads is None else dataclasses.replace(settings.models, threads=threads)
     backend, why = resolve_backend_name(models)
-    log.info("inference backend: %s (%s)", backend, why)
     cls = create_backend(load_manifest(models.classifier), models, backend)
     seg = create_backend(load_manifest(models.segmenter), models, backend)
     pipeline = Pipeline(cls, seg, settings.decision, backend_reason=why)
+    if announce:
+        _announce(pipeline, backend)
+    return pipeline
+
+
+def _announce(pipeline: Pipeline, backend: str) -> None:
+    log.info("inference backend: %s (%s)", backend, pipeline.backend_reason)
     for info in pipeline.models:
         if info.intended_use != "validated":
             log.warning("MODEL %s %s is intended_use=%s: %s", info.name, info.version,
                         info.intended_use, use_warning(info.intended_use))
-    return pipeline
 
 
 def build_pipelines(settings: Settings) -> Tuple[List[Pipeline], Optional[Pipeline], film_layout.Layout]:
@@ -47,22 +53,59 @@ def build_pipelines(settings: Settings) -> Tuple[List[Pipeline], Optional[Pipeli
     films = film_layout.parse(m.films_in_flight)
     backend = resolve_backend_name(m)[0]
     if backend != "onnxruntime":
-        return [build_pipeline(settings)], None, film_layout.Layout(1, m.threads, "one engine per model (%s)" % backend)
+        if films not in (None, 1):
+            log.warning("models.films_in_flight %d ignored: %s runs one film at a time (one engine context per "
+                        "model)", films, backend)
+        pipeline = build_pipeline(settings)
+        return [pipeline], None, film_layout.Layout(1, "-", "one engine per model (%s)" % backend)
     cores = usable_cores()
     counts = film_layout.candidates(cores)
+    pipelines, alone, chosen = _build_layout(settings, films, cores, counts)
+    if alone is not None and _most_threads(alone) <= _most_threads(pipelines[0]):
+        alone.close()         # its own calibration chose no more threads than a film in flight has
+        alone = None
+    _announce(pipelines[0], backend)
+    return pipelines, alone, chosen
+
+
+def _most_threads(pipeline: Pipeline) -> int:
+    return max(b.threads.threads if b.threads.threads else usable_cores()
+               for b in (pipeline.classifier, pipeline.segmenter))
+
+
+def _built(make, count: int) -> List[Pipeline]:
+    """`count` pipelines from `make()`; the ones already made are closed if a later one fails."""
+    out = []  # type: List[Pipeline]
+    try:
+        for _ in range(count):
+            out.append(make())
+    except BaseException:
+        for p in out:
+            p.close()
+        raise
+    return out
+
+
+def _build_layout(settings: Settings, films: Optional[int], cores: int, counts: List[int]):
+    m = settings.models
     if films is not None or len(counts) == 1:
         films = films or 1
         threads = m.threads if films == 1 else _threads(m.threads, films, cores)
-        pipelines = [build_pipeline(settings, threads) for _ in range(films)]
-        alone = build_pipeline(settings) if films > 1 and isinstance(m.threads, str) else None
+        pipelines = _built(lambda: build_pipeline(settings, threads, announce=False), films)
+        try:
+            alone = build_pipeline(settings, announce=False) if films > 1 and _shared_out(m.threads) else None
+        except BaseException:
+            for p in pipelines:
+                p.close()
+            raise
         return (pipelines, alone,
                 film_layout.Layout(films, threads, "configured" if films > 1 or len(counts) > 1 else "one core"))
     built = {}  # type: Dict[int, List[Pipeline]]
 
     def time_films(n: int) -> float:
         if n not in built:
-            built[n] = [build_pipeline(settings, m.threads if n == 1 else _threads(m.threads, n, cores))
-                        for _ in range(n)]
+            threads = m.threads if n == 1 else _threads(m.threads, n, cores)
+            built[n] = _built(lambda: build_pipeline(settings, threads, announce=False), n)
             for p in built[n]:
                 p.run_models_on_zeros()        # the first run allocates: not timed
         return film_layout.side_by_side_ms([p.run_models_on_zeros for p in built[n]])
@@ -76,7 +119,7 @@ def build_pipelines(settings: Settings) -> Tuple[List[Pipeline], Optional[Pipeli
         raise
     keep = built.pop(chosen.films)
     # a lone film gains from every core's thread only where the threads are not fixed
-    alone = built.pop(1)[0] if chosen.films > 1 and isinstance(m.threads, str) else None
+    alone = built.pop(1)[0] if chosen.films > 1 and _shared_out(m.threads) else None
     for pipelines in built.values():
         for p in pipelines:
             p.close()
@@ -89,8 +132,13 @@ def build_pipelines(settings: Settings) -> Tuple[List[Pipeline], Optional[Pipeli
 
 def _threads(configured, films: int, cores: int):
     """Threads per film when several run at once: the configured number, or
-    for "auto" the cores shared out (each film's own calibration would time
-    its model alone and take every core)."""
-    if isinstance(configured, str):
+    for "auto" and 0 (all cores) the cores shared out (each film's own
+    calibration would time its model alone and take every core)."""
+    if _shared_out(configured):
         return film_layout.threads_for(films, cores)
     return configured
+
+
+def _shared_out(configured) -> bool:
+    """models.threads that several films share out ("auto", 0 = all cores), not a fixed count."""
+    return isinstance(configured, str) or configured == 0

@@ -24,10 +24,11 @@ import dataclasses
 import json
 import logging
 import sqlite3
+import collections
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Set
+from typing import Any, Counter, Dict, Optional
 
 from edge.alerts.outbox import Outbox
 from edge.alerts.overlay import render_overlay
@@ -95,10 +96,11 @@ class AfterAlert:
             store.add_schema(SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError("cannot create the overlay_pending table in %s: %s" % (store.path, exc))
-        # Content whose second step this process has in hand: a copy of the same
-        # film arriving meanwhile is a duplicate, not a crash to recover from.
+        # Content whose second step this process has in hand, with how many
+        # holders (two copies of one film can be in flight on two threads): a
+        # copy arriving meanwhile is a duplicate, not a crash to recover from.
         self._lock = threading.Lock()
-        self._in_hand = set()  # type: Set[str]
+        self._in_hand = collections.Counter()  # type: Counter[str]
 
     @property
     def wanted(self) -> bool:
@@ -110,7 +112,7 @@ class AfterAlert:
                  finding: Finding, label: str) -> None:
         """Inside the alert's transaction: what recovery needs if the second one never comes."""
         with self._lock:
-            self._in_hand.add(sha256)
+            self._in_hand[sha256] += 1
         try:
             conn.execute("INSERT OR REPLACE INTO overlay_pending (alert_id, sha256, alert, finding, label,"
                          " created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -122,7 +124,10 @@ class AfterAlert:
     def release(self, sha256: str) -> None:
         """The commit is over (or failed and will be retried): recovery may take it."""
         with self._lock:
-            self._in_hand.discard(sha256)
+            if self._in_hand[sha256] > 1:
+                self._in_hand[sha256] -= 1
+            else:
+                del self._in_hand[sha256]
 
     def render(self, image: Image, finding: Finding, label: str, name: str) -> Optional[bytes]:
         """The overlay JPEG, or None when overlays are off or this film cannot

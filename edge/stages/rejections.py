@@ -34,7 +34,7 @@ class Rejections:
             outcome = step()
         except DecodeError as exc:
             return self.guarded_reject(claimed, exc.code, str(exc))
-        except (PneumoEdgeError, OSError) as exc:   # StoreError, CaptureError, ENOSPC ...
+        except (PneumoEdgeError, OSError, MemoryError) as exc:   # StoreError, CaptureError, ENOSPC, RAM ...
             return self.defer(claimed, exc)
         except Exception as exc:  # noqa: BLE001 - one bad image must not stop the appliance
             log.exception("fault while processing %s", claimed.label)
