@@ -1,4 +1,4 @@
-"""python -m models train | evaluate | export | report | runtime-eval (see models/README.md)."""
+"""python -m models train | evaluate | export | report | runtime-eval | cv | cv-classifier ... (see models/README.md)."""
 import argparse
 import sys
 import time
@@ -64,6 +64,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                    "averages film and mirror inside its graph, one call)")
     p.add_argument("--bootstrap", type=int, default=1000)
 
+    p = sub.add_parser("cv-classifier", help="an image-level classifier alone (e.g. MobileNetV2, random init) "
+                       "cross-validated on the cv run's films and folds (models/cv_classifier.py)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data", default="../shared/data", help="the shared data folder")
+    p.add_argument("--arch", default="mobilenet_v2", choices=("mobilenet_v2",))
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--epochs", type=int, help="default: the shipped recipe's (models/cvtrain.py Recipe.epochs)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only-folds", type=int, nargs="*", help="train just these folds")
+
+    p = sub.add_parser("cv-classifier-report", help="figures from a cv-classifier run's out-of-fold logits")
+    p.add_argument("run")
+    p.add_argument("--bootstrap", type=int, default=1000)
+
     p = sub.add_parser("export-cv", help="the cv run's network as classifier.onnx + segmenter.onnx with manifests")
     p.add_argument("run", nargs="?", default="runs/cv")
     p.add_argument("--model", default="final.pt")
@@ -107,6 +122,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         write_decision(args.run, rep, tta=args.tta)
         from .cvsummary import print_summary
         print_summary(rep)
+    elif args.cmd == "cv-classifier":
+        from .cv_classifier import run_cv_classifier
+        from .cvtrain import Recipe
+        run_cv_classifier(args.out, args.data, arch=args.arch, folds=args.folds, size=args.size,
+                          recipe=Recipe(epochs=args.epochs or Recipe.epochs), threads=args.threads,
+                          only_folds=args.only_folds)
+    elif args.cmd == "cv-classifier-report":
+        from .cv_classifier import print_report, report
+        print_report(report(args.run, n_boot=args.bootstrap))
     elif args.cmd == "export-cv":
         from .export_lite0 import export_cv
         export_cv(args.run, args.out, model_file=args.model,

@@ -47,17 +47,23 @@ def load_or_decode(out: str, data_root: str, size: int, folds: int, say):
     return samples, fold, planes, masks, frac
 
 
-def run_cv(out: str, data_root: str, folds: int = 5, size: int = 256, window: bool = True,
-           recipe: Recipe = Recipe(), final: bool = True, threads: int = 2, only_folds=None) -> None:
-    os.makedirs(out, exist_ok=True)
-    torch.set_num_threads(threads)
-    log = open(os.path.join(out, "cv.log"), "a")
+def timestamped_log(path: str):
+    """say(msg): one time-stamped line appended to `path` (flushed) and to stderr."""
+    log = open(path, "a")
 
     def say(msg: str) -> None:
         line = "%s %s" % (time.strftime("%H:%M:%S"), msg)
         log.write(line + "\n")
         log.flush()
         print(line, file=sys.stderr, flush=True)
+    return say
+
+
+def run_cv(out: str, data_root: str, folds: int = 5, size: int = 256, window: bool = True,
+           recipe: Recipe = Recipe(), final: bool = True, threads: int = 2, only_folds=None) -> None:
+    os.makedirs(out, exist_ok=True)
+    torch.set_num_threads(threads)
+    say = timestamped_log(os.path.join(out, "cv.log"))
 
     spec = spec_for(size, window)
     samples, fold, raw, masks, frac = load_or_decode(out, data_root, size, folds, say)

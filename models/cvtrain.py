@@ -55,6 +55,13 @@ def epoch_indices(labels: np.ndarray, ratio: float, rng: np.random.Generator) ->
     return rng.permutation(np.concatenate([pos, rng.choice(neg, k, replace=False)]))
 
 
+def schedule_steps(labels: np.ndarray, r: "Recipe"):
+    """(steps per epoch, total steps, warm-up steps) of the recipe's schedule on these labels."""
+    per_epoch = len(epoch_indices(labels, r.negatives_per_positive, np.random.default_rng(0)))
+    steps_per_epoch = int(math.ceil(per_epoch / float(r.batch_size)))
+    return steps_per_epoch, steps_per_epoch * r.epochs, r.warmup_epochs * steps_per_epoch
+
+
 def train_net(planes: np.ndarray, masks: np.ndarray, labels: np.ndarray, has_mask: np.ndarray,
               spec: PreprocessSpec, r: Recipe, say: Callable[[str], None] = print) -> torch.nn.Module:
     """planes are windowed [0, 1] model planes; has_mask marks samples whose
@@ -68,10 +75,7 @@ def train_net(planes: np.ndarray, masks: np.ndarray, labels: np.ndarray, has_mas
     opt = torch.optim.AdamW([{"params": encoder, "scale": r.encoder_lr_ratio}, {"params": rest, "scale": 1.0}],
                             lr=r.lr, weight_decay=r.weight_decay)
     aug = AugmentSpec(**r.augment)
-    per_epoch = len(epoch_indices(labels, r.negatives_per_positive, np.random.default_rng(0)))
-    steps_per_epoch = int(math.ceil(per_epoch / float(r.batch_size)))
-    total = steps_per_epoch * r.epochs
-    warm = r.warmup_epochs * steps_per_epoch
+    steps_per_epoch, total, warm = schedule_steps(labels, r)
     step, t0 = 0, time.time()
     for epoch in range(r.epochs):
         net.train()

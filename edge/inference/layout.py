@@ -4,9 +4,9 @@ On the CPU the same cores can serve one film at a time with every core's
 thread, or several films at once with fewer threads each. ONNX Runtime's
 threads wait for each other at every parallel section: on a 2-core x86 VM
 the segmenter ran only 1.3-1.6x faster at 2 threads than at 1, and a 40-film
-burst through the appliance ran at 15.7 films/s two at a time (1 thread
-each) against 11.8 one at a time (2 threads; medians of 3 alternating
-rounds, README "Runs I1 and I2"). Which layout wins depends on the
+burst through the appliance ran at 13.6 films/s two at a time (1 thread
+each) against 11.3 one at a time (2 threads; medians of 3 rounds of
+`python -m bench.layouts`, README "Runs I1 and I2"). Which layout wins depends on the
 machine, so `models.films_in_flight: auto` times them at start-up, each
 candidate running its films side by side on zeros, and keeps the fewest
 films within the tolerance of the fastest (one film at a time has the

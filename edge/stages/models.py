@@ -4,7 +4,8 @@ Each film in flight gets its own Pipeline with its own sessions, so two
 films never share a session's thread pool (ONNX Runtime then splits the
 cores between them by the OS scheduler, not by its own barriers). Two films
 sharing one 2-thread pipeline ran a 40-film burst at 13.1 films/s where two
-1-thread pipelines ran 16.1 (python -m bench, 2-core VM, runs b2/b1). With
+1-thread pipelines ran 16.1 (two python -m bench runs during development,
+2-core VM; the shared layout is not kept). With
 several films in flight the one-film layout is kept as well, for a film that
 arrives alone: it runs with every core's thread (a cart sends one film at a
 time; 80 ms p50 alone at 2 threads against 115 at 1 in the same runs).
