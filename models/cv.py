@@ -59,16 +59,23 @@ def timestamped_log(path: str):
     return say
 
 
-def run_cv(out: str, data_root: str, folds: int = 5, size: int = 256, window: bool = True,
-           recipe: Recipe = Recipe(), final: bool = True, threads: int = 2, only_folds=None) -> None:
+def start_run(out: str, data_root: str, size: int, window: bool, folds: int, threads: int, log_name: str):
+    """What every cross-validation run starts with: its folder, torch's threads, its log, the films
+    decoded (cached in `out`) and windowed, and their labels."""
     os.makedirs(out, exist_ok=True)
     torch.set_num_threads(threads)
-    say = timestamped_log(os.path.join(out, "cv.log"))
-
+    say = timestamped_log(os.path.join(out, log_name))
     spec = spec_for(size, window)
     samples, fold, raw, masks, frac = load_or_decode(out, data_root, size, folds, say)
     planes = window_all(raw, spec)
     labels = np.array([s.label for s in samples], int)
+    return say, spec, samples, fold, raw, masks, frac, planes, labels
+
+
+def run_cv(out: str, data_root: str, folds: int = 5, size: int = 256, window: bool = True,
+           recipe: Recipe = Recipe(), final: bool = True, threads: int = 2, only_folds=None) -> None:
+    say, spec, samples, fold, raw, masks, frac, planes, labels = start_run(
+        out, data_root, size, window, folds, threads, "cv.log")
     has_mask = np.array([s.stratum != "nih_pos" for s in samples], bool)
     with open(os.path.join(out, "recipe.json"), "w") as fh:
         json.dump({"recipe": dataclasses.asdict(recipe), "size": size, "window": window, "folds": folds,

@@ -111,18 +111,12 @@ def predict_logits(net, planes: np.ndarray, spec, batch: int = 16) -> Dict[str, 
 def run_cv_classifier(out: str, data_root: str, arch: str = "mobilenet_v2", folds: int = 5, size: int = 256,
                       recipe=None, threads: int = 1, only_folds: Optional[Sequence[int]] = None) -> None:
     import torch
-    from .cv import load_or_decode, spec_for, timestamped_log
-    from .cvtrain import Recipe, window_all
+    from .cv import start_run
+    from .cvtrain import Recipe
     recipe = recipe or Recipe()
     build_arch(arch)                      # fail before decoding on a wrong name
-    os.makedirs(out, exist_ok=True)
-    torch.set_num_threads(threads)
-    say = timestamped_log(os.path.join(out, "cv_classifier.log"))
-
-    spec = spec_for(size, True)
-    samples, fold, raw, _, _ = load_or_decode(out, data_root, size, folds, say)
-    planes = window_all(raw, spec)
-    labels = np.array([s.label for s in samples], int)
+    say, spec, samples, fold, _, _, _, planes, labels = start_run(
+        out, data_root, size, True, folds, threads, "cv_classifier.log")
     with open(os.path.join(out, "cls_recipe.json"), "w") as fh:
         json.dump({"arch": arch, "pretrained": False, "recipe": dataclasses.asdict(recipe), "size": size,
                    "window": True, "folds": folds, "threads": threads, "spec": dataclasses.asdict(spec),
