@@ -64,7 +64,7 @@ FSTAMP     := $(FLOOR)/.installed
 RUNTIME_TESTS := tests/test_decode*.py tests/test_capture_*.py tests/test_config.py \
 	tests/test_logsetup.py tests/test_postprocess.py tests/test_pipeline.py tests/test_alerts_*.py \
 	tests/test_appliance.py tests/test_engine_sidecar.py tests/test_buffers.py tests/test_doctor.py \
-	tests/test_cli.py tests/test_localbroker.py tests/test_web_*.py tests/test_attacks_*.py tests/test_inference_threads.py \
+	tests/test_cli.py tests/test_localbroker.py tests/test_web_*.py tests/test_attacks_*.py tests/test_inference_threads.py tests/test_films_in_flight.py \
 	tests/test_gate.py tests/test_gate_appliance.py tests/test_preprocess_window.py
 # edge reads device profiles too (engine precision); one copy of each test helper module.
 RUNTIME_TESTS += tests/test_build_engine_profiles.py tests/test_helpers_import.py
