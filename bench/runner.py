@@ -24,10 +24,11 @@ import numpy as np
 from bench import stats
 from bench.inputs import BenchInput, unique_bytes
 from edge.decode import decode_bytes
+from edge.inference.layout import side_by_side
 from edge.inference.manifest import load_manifest
 from edge.inference.onnxruntime import OnnxRuntimeBackend
 from edge.inference.registry import create_backend, resolve_backend_name
-from edge.pipeline import Pipeline
+from edge.pipeline import Pipeline, runs_per_film
 from edge.preprocess import preprocess
 from edge.resolution import decode_side
 from edge.settings import Settings
@@ -119,9 +120,7 @@ def _ms(seconds: float) -> float:
 
 # --- the models' own limit ---------------------------------------------
 
-def passes(manifest) -> int:
-    """Runs of a model per film in the shipped pipeline: 2 with h-flip TTA."""
-    return 2 if "hflip" in manifest.tta else 1
+passes = runs_per_film     # runs of a model per film in the shipped pipeline (edge.pipeline)
 
 
 def measure_limit(pipeline: Pipeline, images: Sequence[np.ndarray], count: int) -> Dict[str, Any]:
@@ -157,33 +156,16 @@ def measure_side_by_side(pipelines: Sequence[Pipeline], images: Sequence[np.ndar
                          count: int) -> Dict[str, Any]:
     """measure_limit on each pipeline at once, one thread per pipeline (the
     films in flight of edge.inference.layout): `count` images in all, films/s
-    over the wall time of the whole."""
-    if len(pipelines) == 1:
-        return measure_limit(pipelines[0], images, count)
+    over the wall time of the whole, and ms per film from the p50 of each
+    film's own time (the sweep's figures are p50s: one statistic for every
+    candidate of the limit, bench.goals.limits)."""
     share = max(1, count // len(pipelines))
-    parts = [None] * len(pipelines)  # type: List[Any]
-
-    def one(i: int) -> None:
-        parts[i] = measure_limit(pipelines[i], images, share)
-
-    workers = [threading.Thread(target=one, args=(i,)) for i in range(len(pipelines))]
-    start = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - start
-    if any(p is None for p in parts):
-        raise RuntimeError("a side-by-side film thread failed")
-    samples = [v for p in parts for v in p["samples_ms"]]
-    # ms per film from the p50 of each film's own time, as the sweep's figures are p50s:
-    # one statistic for every candidate of the limit (bench.goals.limits)
+    parts, wall = side_by_side([lambda p=p: measure_limit(p, images, share) for p in pipelines])
+    samples = [v for part in parts for v in part["samples_ms"]]
     return {"images": share * len(pipelines), "films": len(pipelines),
             "ms_per_film_p50": stats.summarize(samples)["p50"] / len(pipelines),
             "throughput_ips": stats.throughput(share * len(pipelines), wall),
-            "per_image_ms": stats.summarize(samples), "samples_ms": samples,
-            "classify_ms": stats.summarize([parts[0]["classify_ms"]["p50"]]),
-            "segment_ms": stats.summarize([parts[0]["segment_ms"]["p50"]])}
+            "per_image_ms": stats.summarize(samples), "samples_ms": samples}
 
 
 def measure_layouts(settings: Settings, variant: "Variant", images: Sequence[np.ndarray], count: int,
@@ -432,10 +414,7 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
                             # this process's CPU over the burst (every thread), in cores: what it left idle
                             "cores_used": cpu_s / max(1e-9, time.time() - arrivals[0][1]),
                             "limit_just_before_ips": limit_now["throughput_ips"],
-                            "limit_just_before_ms_per_film_p50": limit_now.get(
-                                "ms_per_film_p50", limit_now["per_image_ms"]["p50"]),
-                            "limit_just_before_segment_ms": limit_now["segment_ms"]["p50"],
-                            "limit_just_before_classify_ms": limit_now["classify_ms"]["p50"],
+                            "limit_just_before_ms_per_film_p50": limit_now["ms_per_film_p50"],
                             "stages": stats.stage_table(burst_samples, tuple(
                                 k for k in APPLIANCE_STAGES if k != "publish_ms"))}
     finally:

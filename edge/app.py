@@ -172,9 +172,7 @@ class Appliance:
 
     # -- lifecycle ------------------------------------------------------
     def start(self) -> None:
-        for pipeline in self._all_pipelines()[1:]:
-            pipeline.warmup(self.settings.models.warmup)
-        warm = self.pipeline.warmup(self.settings.models.warmup)
+        warm = [p.warmup(self.settings.models.warmup) for p in self._all_pipelines()][0]   # logged: the first
         log.info("warm-up (ms): %s", ", ".join("%s first %.0f last %.0f" % (k, v["first_ms"], v["last_ms"])
                                                for k, v in warm.items()))
         self.watcher = Watcher(self.folders.incoming, self.settings.capture)

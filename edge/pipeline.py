@@ -131,13 +131,10 @@ class Pipeline:
                 if b.threads is not None}
 
     def run_models_on_zeros(self) -> None:
-        """Each model as often as one film runs it (the segmenter twice with
-        h-flip TTA), on zeros: what start-up timing of a layout measures."""
+        """Each model as often as one film runs it, on zeros: what start-up
+        timing of a layout measures."""
         for backend in (self.classifier, self.segmenter):
-            shape = [1, backend.manifest.preprocessing.channels] + list(backend.manifest.preprocessing.size)
-            zeros = np.zeros(shape, np.float32)
-            for _ in range(2 if "hflip" in backend.manifest.tta else 1):
-                backend.run(zeros)
+            backend.warmup(runs_per_film(backend.manifest))
 
     def warmup(self, iterations: int = 2) -> Dict[str, Dict[str, float]]:
         return {b.manifest.name: b.warmup(iterations) for b in (self.classifier, self.segmenter)}
@@ -145,6 +142,11 @@ class Pipeline:
     def close(self) -> None:
         self.classifier.close()
         self.segmenter.close()
+
+
+def runs_per_film(manifest) -> int:
+    """Runs of a model per film in infer(): 2 with h-flip TTA (film and mirror), else 1."""
+    return 2 if "hflip" in manifest.tta else 1
 
 
 def _hflip(tensor: np.ndarray) -> np.ndarray:

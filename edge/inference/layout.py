@@ -16,7 +16,7 @@ model, and the GPU already runs each film's layers in parallel.
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from edge.inference import threads as thread_choice
 
@@ -61,28 +61,37 @@ def threads_for(films: int, cores: int) -> int:
     return max(1, cores // max(1, films))
 
 
-def side_by_side_ms(runners: Sequence[Callable[[], Any]]) -> float:
-    """Each runner (one film through the models) on its own thread, started
-    together: wall ms per film."""
+def side_by_side(runners: Sequence[Callable[[], Any]]) -> Tuple[List[Any], float]:
+    """Each runner on its own thread, started together: (their results in
+    order, wall seconds of the whole). The first error is raised here."""
+    results = [None] * len(runners)  # type: List[Any]
     errors = []  # type: List[BaseException]
 
-    def one(fn: Callable[[], Any]) -> None:
+    def one(i: int) -> None:
         try:
-            fn()
+            results[i] = runners[i]()
         except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
             errors.append(exc)
 
-    if len(runners) == 1:
-        return thread_choice.stopwatch_ms(runners[0])
-    workers = [threading.Thread(target=one, args=(fn,), name="layout-%d" % i) for i, fn in enumerate(runners)]
     t0 = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
+    if len(runners) == 1:
+        one(0)
+    else:
+        workers = [threading.Thread(target=one, args=(i,), name="layout-%d" % i) for i in range(len(runners))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    wall = time.perf_counter() - t0
     if errors:
         raise errors[0]
-    return (time.perf_counter() - t0) * 1000.0 / len(runners)
+    return results, wall
+
+
+def side_by_side_ms(runners: Sequence[Callable[[], Any]]) -> float:
+    """Each runner (one film through the models) on its own thread, started
+    together: wall ms per film."""
+    return side_by_side(runners)[1] * 1000.0 / len(runners)
 
 
 def calibrate(time_films: Callable[[int], float], counts: Sequence[int], **kwargs: Any) -> Layout:

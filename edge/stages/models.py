@@ -81,23 +81,26 @@ def _built(make, count: int) -> List[Pipeline]:
         for _ in range(count):
             out.append(make())
     except BaseException:
-        for p in out:
-            p.close()
+        _close(out)
         raise
     return out
+
+
+def _close(pipelines) -> None:
+    for p in pipelines:
+        p.close()
 
 
 def _build_layout(settings: Settings, films: Optional[int], cores: int, counts: List[int]):
     m = settings.models
     if films is not None or len(counts) == 1:
         films = films or 1
-        threads = m.threads if films == 1 else _threads(m.threads, films, cores)
+        threads = _threads(m.threads, films, cores)
         pipelines = _built(lambda: build_pipeline(settings, threads, announce=False), films)
         try:
             alone = build_pipeline(settings, announce=False) if films > 1 and _shared_out(m.threads) else None
         except BaseException:
-            for p in pipelines:
-                p.close()
+            _close(pipelines)
             raise
         return (pipelines, alone,
                 film_layout.Layout(films, threads, "configured" if films > 1 or len(counts) > 1 else "one core"))
@@ -105,7 +108,7 @@ def _build_layout(settings: Settings, films: Optional[int], cores: int, counts: 
 
     def time_films(n: int) -> float:
         if n not in built:
-            threads = m.threads if n == 1 else _threads(m.threads, n, cores)
+            threads = _threads(m.threads, n, cores)
             built[n] = _built(lambda: build_pipeline(settings, threads, announce=False), n)
             for p in built[n]:
                 p.run_models_on_zeros()        # the first run allocates: not timed
@@ -114,17 +117,13 @@ def _build_layout(settings: Settings, films: Optional[int], cores: int, counts: 
     try:
         chosen = film_layout.calibrate(time_films, counts)
     except BaseException:
-        for pipelines in built.values():
-            for p in pipelines:
-                p.close()
+        _close(p for group in built.values() for p in group)
         raise
     keep = built.pop(chosen.films)
     # a lone film gains from every core's thread only where the threads are not fixed
     alone = built.pop(1)[0] if chosen.films > 1 and _shared_out(m.threads) else None
-    for pipelines in built.values():
-        for p in pipelines:
-            p.close()
-    threads = m.threads if chosen.films == 1 else _threads(m.threads, chosen.films, cores)
+    _close(p for group in built.values() for p in group)
+    threads = _threads(m.threads, chosen.films, cores)
     chosen = dataclasses.replace(chosen, threads=threads)
     log.info("films in flight: %d, %s thread(s) each (calibrated, ms per film %s)", chosen.films, threads,
              chosen.as_dict()["measured_ms_per_film"])
@@ -132,10 +131,11 @@ def _build_layout(settings: Settings, films: Optional[int], cores: int, counts: 
 
 
 def _threads(configured, films: int, cores: int):
-    """Threads per film when several run at once: the configured number, or
-    for "auto" and 0 (all cores) the cores shared out (each film's own
-    calibration would time its model alone and take every core)."""
-    if _shared_out(configured):
+    """Threads per film: the configured value for one film; when several run
+    at once, the configured number, or for "auto" and 0 (all cores) the cores
+    shared out (each film's own calibration would time its model alone and
+    take every core)."""
+    if films > 1 and _shared_out(configured):
         return film_layout.threads_for(films, cores)
     return configured
 
