@@ -1,4 +1,5 @@
-"""One film in flight, two, and the shipped layout (auto), in one process, round-robin:
+"""One film in flight, two, auto with the overlays on the models' threads, and the
+shipped layout (auto, overlays on the after-alert thread), in one process, round-robin:
 `python -m bench.layouts [--rounds 3] [--burst 40] [--one-at-a-time 15]`.
 
 Each round starts a real appliance (real folder, SQLite, mosquitto) per
@@ -20,10 +21,14 @@ from bench import inputs, runner
 from bench.cli import without_chest_gate
 from edge.config import load_config
 
-LAYOUTS = (("one film in flight", 1), ("two films in flight", 2), ("models.films_in_flight: auto", "auto"))
+# (name, models.films_in_flight, the after-alert thread); the last row is the shipped one
+LAYOUTS = (("one film in flight", 1, True), ("two films in flight", 2, True),
+           ("auto, overlays on models' threads", "auto", False), ("models.films_in_flight: auto", "auto", True))
 FIGURES = (("burst films/s", lambda o: o["burst"]["throughput_ips"]),
+           ("files finished/s (overlays done)", lambda o: o["burst"].get("files_finished_ips", 0.0)),
            ("limit on its sessions just before", lambda o: o["burst"]["limit_just_before_ips"]),
            ("file-to-PUBACK p95 ms", lambda o: o["one_at_a_time"]["arrival_to_puback_ms"]["p95"]),
+           ("in the burst p95 ms", lambda o: (o["burst"].get("arrival_to_puback_ms") or {}).get("p95", 0.0)),
            ("single-image compute p50 ms", lambda o: o["one_at_a_time"]["single_image_compute_ms"]["p50"]))
 
 
@@ -41,17 +46,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     base.models.classifier = without_chest_gate(base.models.classifier, work, [])   # phantoms are not chests
     items = inputs.generate(["dicom"], [args.size], per_combo=2)
     broker = runner.LocalBroker(os.path.join(work, "broker"))
-    got = {name: {f: [] for f, _ in FIGURES} for name, _ in LAYOUTS}   # type: Dict[str, Dict[str, List[float]]]
+    got = {name: {f: [] for f, _ in FIGURES} for name, _, _ in LAYOUTS}   # type: Dict[str, Dict[str, List[float]]]
     try:
         for r in range(args.rounds):
             order = LAYOUTS[r % len(LAYOUTS):] + LAYOUTS[:r % len(LAYOUTS)]    # no layout always first
-            for name, films in order:
+            for name, films, after_thread in order:
                 s = copy.deepcopy(base)
                 s.models.films_in_flight = films
                 v = runner.Variant("fp32", s.models.threads, s.decision.gate_segmenter,
                                    s.models.classifier, s.models.segmenter)
                 out = runner.measure_appliance(s, v, items, os.path.join(work, "app"), broker.port,
-                                               args.one_at_a_time, args.burst)
+                                               args.one_at_a_time, args.burst, after_thread=after_thread)
                 row = {f: fn(out) for f, fn in FIGURES}   # type: Dict[str, Any]
                 for f, value in row.items():
                     got[name][f].append(value)
@@ -62,7 +67,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         broker.close()
         shutil.rmtree(work, ignore_errors=True)
     print("\nmedians over %d rounds (range):" % args.rounds)
-    for name, _ in LAYOUTS:
+    for name, _, _ in LAYOUTS:
         print("  %-30s %s" % (name, "  ".join("%s %.1f (%.1f-%.1f)" % (f, statistics.median(v), min(v), max(v))
                                               for f, v in got[name].items())))
     return 0

@@ -105,6 +105,13 @@ def table(result: Dict[str, Any]) -> str:
             out.append("  %d files at once: %.2f images/s, arrival of the first to PUBACK of the last "
                        "(segmenter ran on %d); models' limit on the same sessions just before: %.2f images/s"
                        % (bu["images"], bu["throughput_ips"], bu["segmenter_ran"], bu["limit_just_before_ips"]))
+            lat = bu.get("arrival_to_puback_ms") or {}
+            if lat.get("n"):
+                out.append("  each burst file's arrival to its PUBACK: p50 %.0f ms  p95 %.0f ms  max %.0f ms"
+                           % (lat["p50"], lat["p95"], lat["max"]))
+            if bu.get("files_finished_ips"):
+                out.append("  the same files finished (overlay and PACS step done, file in done/): %.2f images/s"
+                           % bu["files_finished_ips"])
             if bu.get("stages"):
                 out += ["  per stage in the burst (wall ms; the stages of one film overlap other films'):"]
                 out += _stage_rows(bu["stages"])

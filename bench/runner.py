@@ -339,17 +339,19 @@ def quiesce(max_wait_s: float = 5.0, window_s: float = 0.2, idle_share: float = 
 
 
 def measure_appliance(settings: Settings, variant: Variant, items: Sequence[BenchInput], workdir: str,
-                      port: int, one_at_a_time: int, burst: int) -> Dict[str, Any]:
+                      port: int, one_at_a_time: int, burst: int, after_thread: bool = True) -> Dict[str, Any]:
     """A real Appliance watching a real folder. Files are written beside
     incoming/ and renamed in (arrival = the rename). One at a time: the next
-    file arrives only after the previous alert's PUBACK. Burst: all at once."""
+    file arrives only after the previous alert's PUBACK. Burst: all at once.
+    `after_thread` False: overlays rendered on the models' threads (before the after-alert thread)."""
     from edge.app import Appliance
     shutil.rmtree(workdir, ignore_errors=True)
     s = appliance_settings(settings, variant, workdir, port)
     quiet = quiesce()
     # The shipped path: the appliance builds its own pipelines (models.films_in_flight);
     # a variant that changes ONNX Runtime's idle threads hands it one.
-    app = Appliance(s, pipeline=build_pipeline(s, variant) if variant.spinning else None)
+    app = Appliance(s, pipeline=build_pipeline(s, variant) if variant.spinning else None,
+                    after_thread=after_thread)
     staging = os.path.join(s.capture.dir, "staging")
     os.makedirs(staging, exist_ok=True)
     incoming = app.folders.incoming
@@ -397,19 +399,28 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
             del images
             cpu0 = time.process_time()
             arrivals = drop(burst)
-            ids, seg_ran, burst_samples = [], 0, []
+            ids, seg_ran, burst_samples, names = [], 0, [], []
             for _ in range(burst):
                 outcome = app.outcomes.get(timeout=300)
                 ids.append(outcome.alert_id)
+                names.append(outcome.name)
                 burst_samples.append(dict(outcome.timings_ms or {}))
                 seg_ran += int(bool((outcome.timings_ms or {}).get("segment_ms")))
+            finished = time.time()     # every file's Outcome: overlay queued, file in done/
             if None in ids:
                 raise RuntimeError("a burst file was not alerted")
-            last = max((_wait_sent(app, i) or (0.0, 0.0))[1] for i in ids)
+            sent_at = [(_wait_sent(app, i) or (0.0, 0.0))[1] for i in ids]
+            last = max(sent_at)
+            arrived_at = dict(arrivals)
+            # each file's own wait in the burst: what a nurse sees when films queue up
+            in_burst = [_ms(t - arrived_at[n]) for n, t in zip(names, sent_at) if n in arrived_at and t]
             cpu_s = time.process_time() - cpu0
             span = last - arrivals[0][1]
             burst_result = {"images": burst, "throughput_ips": stats.throughput(burst, span),
                             "throughput_after_settle_ips": stats.throughput(burst, span - settle),
+                            # alerts are the throughput; the overlays follow on the after-alert thread
+                            "files_finished_ips": stats.throughput(burst, max(finished, last) - arrivals[0][1]),
+                            "arrival_to_puback_ms": stats.summarize(in_burst) if in_burst else None,
                             "segmenter_ran": seg_ran,
                             # this process's CPU over the burst (every thread), in cores: what it left idle
                             "cores_used": cpu_s / max(1e-9, time.time() - arrivals[0][1]),

@@ -3,7 +3,9 @@
 Threads: the main thread waits for signals; the intake thread claims files,
 decodes and preprocesses them (edge.stages.intake); one inference thread per
 film in flight (models.films_in_flight, edge.stages.models) runs the models
-with its own sessions, renders the overlay and commits (edge.stages.commit);
+with its own sessions and commits the alert (edge.stages.commit); the
+after-alert thread (edge.stages.after_thread), at a lower priority, renders
+the overlay, queues it with the PACS results and moves the file;
 a film that finds no other in flight runs on the one-film pipeline, every
 core's threads, for the shortest latency; the publisher
 (edge.alerts.publisher) owns MQTT. One Job (edge.stages.job) carries
@@ -12,7 +14,9 @@ verdict from edge.stages.rejections, on the thread where it ended.
 Intake hands over at most one prepared Job at a time, so decoding the next
 film overlaps the models' work without piling images up in memory: with N
 films in flight at most N + 2 decoded films are held (N in the models, one
-handed over, one being decoded). The threads meet in SQLite (ledger + outbox in one database), so
+handed over, one being decoded), plus the films whose overlays wait on
+the after-alert thread (at most 64 films or 256 MB of pixels, AfterThread).
+The threads meet in SQLite (ledger + outbox in one database), so
 "image done" and "alert queued" commit together and survive a power cut.
 
 Crash safety, step by step for one file:
@@ -61,6 +65,7 @@ from edge.pipeline import Pipeline
 from edge.resolution import decode_side
 from edge.signals import stop_on_signals
 from edge.settings import Settings
+from edge.stages.after_thread import AfterThread
 from edge.stages.commit import Commit
 from edge.stages.events import Events, report_store_health
 from edge.stages.intake import Intake
@@ -84,9 +89,10 @@ _END = object()
 
 
 class Appliance:
-    def __init__(self, settings: Settings, pipeline: Optional[Pipeline] = None):
+    def __init__(self, settings: Settings, pipeline: Optional[Pipeline] = None, after_thread: bool = True):
         """`pipeline`: run the models with this one (one film at a time);
-        otherwise models.films_in_flight decides how many are built."""
+        otherwise models.films_in_flight decides how many are built.
+        `after_thread` False: overlays on the models' threads (the bench's comparison)."""
         self.settings = settings
         self._allocator = keep_large_blocks()      # before the first film's buffers
         if pipeline is not None:
@@ -131,6 +137,10 @@ class Appliance:
         self._commits = [Commit(settings, p, self.store, self.ledger, self.outbox, self.acks,
                                 self._after, self.folders, self.topics, self._tally,
                                 notify=self.publisher.notify) for p in self.pipelines + [alone] if p is not None]
+        # The overlay and PACS step off the models' threads (threads only: process() runs it inline).
+        self._later = AfterThread(self._rejections.guard, self._publish)
+        self._warm_after = threading.Event()
+        self._after_thread = after_thread
         self._in_flight = 0                    # films in the models' stage now
         self._alone_busy = False
         self._flight_lock = threading.Lock()
@@ -159,6 +169,7 @@ class Appliance:
             "films_in_flight": dict(self.layout.as_dict(), **(
                 {"alone": self._alone.thread_report()} if self._alone is not None else {})),
             "allocator": self._allocator,
+            "after_alert": self._later.status(),
             "hospital": self.hospital.status(),
         }
 
@@ -188,6 +199,10 @@ class Appliance:
             t.start()
         for warmed in [self._warm_intake] + self._warm_inference:   # a film now finds them warm
             warmed.wait(WARM_WAIT_S)
+        # After the others' warm-ups: a pool thread it starts (OpenCV's) would inherit its lower priority.
+        if self._after_thread:      # not started: every step is handed back (AfterThread.offer)
+            self._later.start(warm=lambda: self._warm_thread(("decode", "overlay"), self._warm_after))
+            self._warm_after.wait(WARM_WAIT_S)
         self.hospital.start()
         log.info("watching %s (%s); alerts to %s:%d under %s", self.folders.incoming, self.watcher.mode,
                  self.settings.mqtt.host, self.settings.mqtt.port, self.topics.base)
@@ -199,6 +214,7 @@ class Appliance:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()))
+        self._later.stop(deadline - time.monotonic())   # after the films: their steps come last (it warns if late)
         self._state = "offline"
         self.acks.stop()
         self.publisher.stop(timeout=min(timeout, 10.0))
@@ -226,7 +242,8 @@ class Appliance:
                 return 0
             self.start()
             while not stop.wait(0.5):
-                dead = [t.name for t in self._threads if not t.is_alive()]
+                dead = [t.name for t in self._threads if not t.is_alive()] + (
+                    [] if self._later.alive or not self._after_thread else ["after-alert"])
                 if dead:
                     log.error("%s thread died; stopping", ", ".join(dead))
                     self.stop()
@@ -247,10 +264,11 @@ class Appliance:
         """Dedupe, read, decode and preprocess; the Outcome when the file ends here."""
         return self._intake.run(job)
 
-    def complete(self, job: Job, worker: int = -1) -> Outcome:
+    def complete(self, job: Job, worker: int = -1) -> Optional[Outcome]:
         """Models, the alert's transaction (queued + file done), the overlay's, then the move.
-        `worker`: the film-in-flight's own pipeline; -1 (callers without
-        threads) or a film alone in the models' stage: the one-film pipeline."""
+        `worker`: the film-in-flight's own pipeline, its overlay step handed to
+        the after-alert thread (None returned: the Outcome comes from there);
+        -1 (callers without threads): the one-film pipeline, every step here."""
         if worker < 0:
             return self._commits[-1].run(job)
         with self._flight_lock:
@@ -259,7 +277,7 @@ class Appliance:
             self._in_flight += 1
             self._alone_busy = self._alone_busy or alone
         try:
-            return self._commits[-1 if alone else worker].run(job)
+            return self._commits[-1 if alone else worker].run(job, self._later)
         finally:
             with self._flight_lock:
                 self._in_flight -= 1
@@ -387,7 +405,7 @@ class Appliance:
         if self._alone is not None:     # a lone film may come to any of these threads
             self._warm_thread(("decode", "prepare", "infer"), threading.Event(), self._alone)
         self._warm_thread(("decode", "prepare", "infer", "overlay"), self._warm_inference[worker],
-                          self.pipelines[worker])      # sets the event start() waits for
+                          self.pipelines[worker])      # sets the event start() waits for (overlay: see AfterThread.offer)
         while True:
             job = self._handoff.get()
             if job is _END:

@@ -1,6 +1,6 @@
 """`python -m tests.stall_after_alert FLAG run --config C`: the real `edge.cli`,
 except that every file's second transaction (overlay + PACS results) never
-comes: the inference thread writes FLAG and waits there, after the alert's
+comes: the after-alert thread writes FLAG and waits there, after the alert's
 transaction has committed and the publisher was woken. A test SIGKILLs the
 process at that point: a real crash between the two commits."""
 import os

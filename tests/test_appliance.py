@@ -250,6 +250,9 @@ def test_sigkill_mid_stream_and_restart_loses_nothing(tmp_path, mosquitto):
             proc = start_process(config, str(tmp_path / "run.log"))
             wait_msgs(sub, lambda: len({decode_payload(m.payload)["source"]["file_name"]
                                         for m in received(sub, "pneumo/ward-4/cart-9/alert")}) == n, 90)
+            # The alerts can all be out before the first process is killed (its overlays
+            # follow them on the after-alert thread): every file still ends in done/.
+            wait_until(lambda: len(os.listdir(str(done))) == n, 90, "every file in done/ after the restart")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)

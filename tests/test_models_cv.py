@@ -5,7 +5,7 @@ import pytest
 
 from models.calibration import apply_logistic, ece, fit_logistic, reliability
 from models.cvdata import CvSample, assign_folds
-from models.cvreport import cross_fit, threshold_for
+from models.cvreport import cross_fit, decision_threshold, threshold_for, threshold_for_specificity
 from models.ood import distance, fit_gaussian, held_out_distances, ledoit_wolf
 
 
@@ -72,6 +72,32 @@ def test_threshold_keeps_the_target_sensitivity_midway_to_the_next_score():
     t = threshold_for(p, pos, ~pos, 0.75)          # 3 of 4 positives: down to 0.7
     assert t == pytest.approx(0.65)
     assert (p[pos] >= t).mean() >= 0.75
+
+
+def test_specificity_threshold_is_the_lowest_keeping_the_floor_midway_to_the_next_score():
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 0.35])
+    neg = np.array([1] * 10 + [0], bool)
+    t = threshold_for_specificity(p, neg, ~neg, 0.8)     # 8 of 10 negatives below t: above 0.8
+    assert t == pytest.approx(0.85)
+    assert (p[neg] < t).mean() >= 0.8
+    assert threshold_for_specificity(p, neg, ~neg, 1.0) == float("inf")
+
+
+def test_the_decision_spends_specificity_above_the_floor_on_sensitivity_never_the_reverse():
+    stratum = np.array(["masked_pos"] * 4 + ["nih_neg"] * 10 + ["nih_pos"] * 2)
+    sel = np.ones(len(stratum), bool)
+    # positives well above most negatives: the 0.90-sensitivity threshold alone would sit at 0.85,
+    # specificity 1.0; the floor 0.8 lets the threshold fall to just above the 8th negative
+    p = np.array([0.95, 0.9, 0.88, 0.86] + [0.05 * i for i in range(1, 11)] + [0.7, 0.3])
+    t_old = decision_threshold(p, sel, stratum, floor=1.0)
+    t_new = decision_threshold(p, sel, stratum, floor=0.8)
+    assert t_old == pytest.approx(threshold_for(p, stratum == "masked_pos", stratum != "masked_pos", 0.9))
+    assert t_new < t_old and (p[stratum == "nih_neg"] < t_new).mean() >= 0.8
+    assert (p[stratum == "nih_pos"] >= t_new).sum() > (p[stratum == "nih_pos"] >= t_old).sum()
+    # negatives scoring above the positives: the floor may not cost masked sensitivity
+    p_hard = np.array([0.3, 0.28, 0.26, 0.24] + [0.5] * 10 + [0.1, 0.1])
+    assert decision_threshold(p_hard, sel, stratum, floor=0.8) == pytest.approx(
+        decision_threshold(p_hard, sel, stratum, floor=1.0))
 
 
 def test_cross_fit_never_uses_a_folds_own_labels():

@@ -52,8 +52,9 @@ def warm_film_path(pipeline: Pipeline, settings: Settings, decode_side: int,
     of what is done once is done once per thread (OpenCV's JPEG encoder and
     resize, ONNX Runtime's caller state, malloc's arena): rendered first on
     the main thread, a new thread's first overlay still took 24-26 ms against
-    5-7. `steps` ends where that thread's work ends (intake: decode, prepare;
-    the models' thread: all four). Never raises: a failure here costs the
+    5-7. `steps` are that thread's own work (intake: decode, prepare; the
+    models' threads: decode, prepare, infer; the after-alert thread: decode,
+    overlay); infer needs prepare. Never raises: a failure here costs the
     first real film some milliseconds, not the start-up."""
     timings = {}   # type: Dict[str, float]
     clock = time.perf_counter
@@ -67,24 +68,24 @@ def warm_film_path(pipeline: Pipeline, settings: Settings, decode_side: int,
                              name="warm-up film", min_side=decode_side)
         t1 = clock()
         timings["decode_ms"] = (t1 - t0) * 1000.0
-        if "prepare" not in steps:
-            return timings
-        prepared = pipeline.prepare(image)
-        t2 = clock()
-        timings["prepare_ms"] = (t2 - t1) * 1000.0
-        if "infer" not in steps:
-            return timings
-        try:
-            pipeline.infer(prepared)
-        except DecodeError:
-            pass            # the learned not-a-chest gate may refuse a phantom: its path ran
-        t3 = clock()
-        timings["infer_ms"] = (t3 - t2) * 1000.0
+        if "prepare" in steps:
+            prepared = pipeline.prepare(image)
+            t2 = clock()
+            timings["prepare_ms"] = (t2 - t1) * 1000.0
+            t1 = t2
+            if "infer" in steps:
+                try:
+                    pipeline.infer(prepared)
+                except DecodeError:
+                    pass            # the learned not-a-chest gate may refuse a phantom: its path ran
+                t2 = clock()
+                timings["infer_ms"] = (t2 - t1) * 1000.0
+                t1 = t2
         if settings.mqtt.publish_overlay and "overlay" in steps:
             a = settings.alerts
             render_overlay(image, _REGION, "warm-up", a.overlay_max_side, a.overlay_quality,
                            draw_region=a.overlay_region)
-            timings["overlay_ms"] = (clock() - t3) * 1000.0
+            timings["overlay_ms"] = (clock() - t1) * 1000.0
     except Exception as exc:  # noqa: BLE001 - see the docstring
         log.warning("warm-up film could not go through the per-film path (%s: %s); "
                     "the first real film will be slower", type(exc).__name__, exc)
