@@ -63,6 +63,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--tta", action="store_true", help="ship the h-flip TTA rule (the segmenter then runs twice; the classifier "
                    "averages film and mirror inside its graph, one call)")
     p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--specificity-floor", type=float, default=None,
+                   help="below 1: lower the threshold further while specificity on NIH negatives stays >= this, "
+                        "once sensitivity >= 0.90 on masked positives holds (default 1: the shipped rule)")
 
     p = sub.add_parser("cv-classifier", help="an image-level classifier alone (e.g. MobileNetV2, random init) "
                        "cross-validated on the cv run's films and folds (models/cv_classifier.py)")
@@ -116,7 +119,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         import os
         from .cvreport import analyse, fit_ood, write_decision
         print(json.dumps(fit_ood(args.run, args.model), indent=1))
-        rep = analyse(args.run, n_boot=args.bootstrap, plot_dir=args.plots)
+        from .cvreport import SPECIFICITY_FLOOR
+        rep = analyse(args.run, n_boot=args.bootstrap, plot_dir=args.plots,
+                      specificity_floor=SPECIFICITY_FLOOR if args.specificity_floor is None else args.specificity_floor)
         with open(os.path.join(args.run, "cv_report.json"), "w") as fh:
             json.dump(rep, fh, indent=1, default=float)
         write_decision(args.run, rep, tta=args.tta)
