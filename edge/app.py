@@ -139,7 +139,6 @@ class Appliance:
                                 notify=self.publisher.notify) for p in self.pipelines + [alone] if p is not None]
         # The overlay and PACS step off the models' threads (threads only: process() runs it inline).
         self._later = AfterThread(self._rejections.guard, self._publish)
-        self._warm_after = threading.Event()
         self._after_thread = after_thread
         self._in_flight = 0                    # films in the models' stage now
         self._alone_busy = False
@@ -201,8 +200,9 @@ class Appliance:
             warmed.wait(WARM_WAIT_S)
         # After the others' warm-ups: a pool thread it starts (OpenCV's) would inherit its lower priority.
         if self._after_thread:      # not started: every step is handed back (AfterThread.offer)
-            self._later.start(warm=lambda: self._warm_thread(("decode", "overlay"), self._warm_after))
-            self._warm_after.wait(WARM_WAIT_S)
+            after_warmed = threading.Event()
+            self._later.start(warm=lambda: self._warm_thread(("decode", "overlay"), after_warmed))
+            after_warmed.wait(WARM_WAIT_S)
         self.hospital.start()
         log.info("watching %s (%s); alerts to %s:%d under %s", self.folders.incoming, self.watcher.mode,
                  self.settings.mqtt.host, self.settings.mqtt.port, self.topics.base)
