@@ -137,7 +137,8 @@ def build_cpu_int8(onnx_path: str, profile: DeviceProfile, calib_dir: Optional[s
     progress.stage("quantising (%s, %s activations / %s weights, per-channel %s)"
                    % ("+".join(profile.quant_formats), profile.activation_type, profile.weight_type,
                       profile.per_channel))
-    always_float = nodes_matching(manifest.model_path, placement.fp16_layers, placement.fp16_op_types)
+    always_float = nodes_matching(manifest.model_path, placement.fp16_layers, placement.fp16_op_types,
+                                  placement.int8_only)
     candidates = {}
     for fmt in profile.quant_formats:
         path = os.path.join(out_dir, "%s.int8.%s.tmp.onnx" % (stem, fmt))

@@ -8,7 +8,7 @@ the exact command for the device); on the device trt_build consumes the plan.
 """
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -105,8 +105,7 @@ def prepare(onnx_path: str, profile: DeviceProfile, precision: str, out_dir: str
     role = ROLE_OF_TASK[manifest.task]
     placement = profile.models.get(role, Placement(precision=precision))
     if dla_core is not None:
-        placement = Placement(precision, None if dla_core == "none" else int(dla_core), placement.gpu_fallback,
-                              placement.fp16_layers, placement.fp16_op_types)
+        placement = replace(placement, precision=precision, dla_core=None if dla_core == "none" else int(dla_core))
         if placement.dla_core is not None and not 0 <= placement.dla_core < profile.dla_cores:
             raise ModelError("--dla-core %s: %s has %d DLA core(s)" % (dla_core, profile.name, profile.dla_cores))
     check_request(profile, precision, placement)
@@ -132,7 +131,8 @@ def prepare(onnx_path: str, profile: DeviceProfile, precision: str, out_dir: str
         command=device_command(onnx_path, profile, precision, out_dir, dla_core))
     if precision == "int8":
         plan.int8_mode = profile.int8_mode
-        plan.fp16_layers = nodes_matching(manifest.model_path, placement.fp16_layers, placement.fp16_op_types)
+        plan.fp16_layers = nodes_matching(manifest.model_path, placement.fp16_layers, placement.fp16_op_types,
+                                          placement.int8_only)
         plan.fallback_layers = nodes_matching(manifest.model_path, (), profile.int8_budget.fallback_op_types)
         progress.stage("calibration tensors through edge.preprocess")
         calib = cal.choose_images(calib_dir, profile.calibration_images)

@@ -4,6 +4,7 @@ TensorRT's explicit-quantisation path wants QuantizeLinear/DequantizeLinear
 pairs with zero-point 0 (symmetric), int8 on both sides, per-channel weights;
 ONNX Runtime's CPU kernels are fastest with uint8 activations and int8 weights.
 """
+import fnmatch
 import logging
 import os
 import tempfile
@@ -38,11 +39,19 @@ class TensorReader(object):
         self.i = 0
 
 
-def nodes_matching(onnx_path: str, names: Sequence[str], op_types: Sequence[str]) -> List[str]:
-    """ONNX node names selected by name or by op type (for nodes_to_exclude)."""
+def _named(name: str, patterns: Sequence[str]) -> bool:
+    """An exact node name, or a shell pattern ("/head/*") when it has one."""
+    return any(fnmatch.fnmatchcase(name, p) if any(c in p for c in "*?[") else name == p for p in patterns)
+
+
+def nodes_matching(onnx_path: str, names: Sequence[str], op_types: Sequence[str],
+                   int8_only: Sequence[str] = ()) -> List[str]:
+    """ONNX node names kept out of INT8 (for nodes_to_exclude): selected by name or
+    pattern, by op type, or, when int8_only is given, every node it does not name."""
     model = onnx.load(onnx_path, load_external_data=False)
-    want_names, want_types = set(names), set(op_types)
-    return [n.name for n in model.graph.node if n.name and (n.name in want_names or n.op_type in want_types)]
+    want_types = set(op_types)
+    return [n.name for n in model.graph.node if n.name and (
+        _named(n.name, names) or n.op_type in want_types or (int8_only and not _named(n.name, int8_only)))]
 
 
 def onnx_opset(onnx_path: str) -> int:

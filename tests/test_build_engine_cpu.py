@@ -142,3 +142,28 @@ def test_a_precision_the_cpu_profile_lacks_is_refused(tmp_path, capsys):
     onnx_path = make_classifier(str(tmp_path / "m"), size=32, width=4)
     assert main(["--onnx", onnx_path, "--device", "cpu", "--precision", "fp16", "--quiet"]) == 2
     assert "does not support fp16" in capsys.readouterr().err
+
+
+def test_nodes_are_kept_float_by_name_pattern_op_type_or_outside_the_int8_scope(tmp_path):
+    from build_engine.quantize import nodes_matching
+    onnx_path = make_classifier(str(tmp_path / "m"), size=32, width=4)
+    assert nodes_matching(onnx_path, ["conv1"], []) == ["conv1"]
+    assert nodes_matching(onnx_path, ["conv?_relu"], ["Gemm"]) == [
+        "conv0_relu", "conv1_relu", "conv2_relu", "conv3_relu", "fc"]
+    assert nodes_matching(onnx_path, [], [], int8_only=["conv[01]*"]) == [
+        "conv2", "conv2_relu", "conv3", "conv3_relu", "gap", "flatten", "fc"]
+
+
+def test_a_profile_int8_scope_quantises_only_the_nodes_it_names(tmp_path, fast_profile, images):
+    scoped = open(fast_profile).read() + "models:\n  classifier: {precision: int8, int8_only: [\"conv0*\"]}\n"
+    path = tmp_path / "scoped.yaml"
+    path.write_text(scoped)
+    onnx_path = make_classifier(str(tmp_path / "m"), size=32, width=4)
+    report = build_cpu_int8(onnx_path, load_profile(str(path)), calib_dir=images, golden_dir=images)
+    assert report["excluded_nodes"] == ["conv1", "conv1_relu", "conv2", "conv2_relu", "conv3", "conv3_relu",
+                                        "gap", "flatten", "fc"]
+    import onnx
+    ops = [n.op_type for n in onnx.load(report["variant"]).graph.node]
+    quantised = [op for op in ops if op in ("QLinearConv", "ConvInteger", "DequantizeLinear")]
+    assert quantised and ops.count("Conv") + ops.count("QLinearConv") == 4
+    assert ops.count("Gemm") == 1           # the head left float

@@ -37,8 +37,9 @@ class Placement:
     precision: str = "fp16"
     dla_core: Optional[int] = None  # None = GPU
     gpu_fallback: bool = True
-    fp16_layers: Tuple[str, ...] = ()     # ONNX node names always kept FP16 in an INT8 build
+    fp16_layers: Tuple[str, ...] = ()     # ONNX node names (or shell patterns) always kept FP16 in an INT8 build
     fp16_op_types: Tuple[str, ...] = ()   # op types always kept FP16 in an INT8 build
+    int8_only: Tuple[str, ...] = ()       # when set, only nodes these name or match go INT8; the rest stay float
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ class _Placement:
     gpu_fallback: bool = True
     fp16_layers: List[str] = field(default_factory=list)
     fp16_op_types: List[str] = field(default_factory=list)
+    int8_only: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -247,7 +249,7 @@ def _build(root, where: str) -> DeviceProfile:
             if pl.precision == "fp32":
                 raise bad("DLA runs only fp16 or int8", key + ".precision")
         models[role] = Placement(pl.precision, pl.dla_core, pl.gpu_fallback, tuple(pl.fp16_layers),
-                                 tuple(pl.fp16_op_types))
+                                 tuple(pl.fp16_op_types), tuple(pl.int8_only))
     parity = {prec: Tolerance(t.max_abs_diff, t.max_prob_diff, t.min_dice) for prec, t in raw.parity.items()}
     for prec in precisions:
         if prec not in parity:
