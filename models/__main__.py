@@ -88,6 +88,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", default="models")
     p.add_argument("--version", default=None, help="the manifests' version (default: the bundled models')")
 
+    p = sub.add_parser("one-graph", help="classifier + segmenter as one ONNX graph, the shared encoder run once")
+    p.add_argument("--classifier", default="models/classifier/classifier.onnx")
+    p.add_argument("--segmenter", default="models/segmenter/segmenter.onnx")
+    p.add_argument("--out", required=True, help="the joined graph's .onnx")
+
     p = sub.add_parser("gate-eval", help="the not-a-chest gate on non-chest images and on every chest film here")
     p.add_argument("--classifier", default="models/classifier/classifier.json")
     p.add_argument("--segmenter", default="models/segmenter/segmenter.json")
@@ -140,6 +145,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .export_lite0 import export_cv
         export_cv(args.run, args.out, model_file=args.model,
                   **({"version": args.version} if args.version else {}))
+    elif args.cmd == "one-graph":
+        from .one_graph import write
+        made = write(args.classifier, args.segmenter, args.out)
+        print("%s: %d nodes, the encoder's %d once" % (args.out, made["nodes"], made["encoder_nodes"]))
     elif args.cmd == "gate-eval":
         import json
         from .gate_eval import degraded_chest, gate_eval
