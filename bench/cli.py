@@ -214,7 +214,8 @@ def run_bench(args: argparse.Namespace, settings) -> int:
     for precision, p in model_paths.items():
         say("models alone at %s threads (%s), %d runs each" % (counts, precision, args.thread_runs))
         result["thread_sweep"][precision] = runner.measure_thread_counts(
-            [p["classifier"], p["segmenter"]], images, counts, args.thread_runs)
+            [p["classifier"], p["segmenter"]], images, counts, args.thread_runs,
+            one_graph=settings.models.one_graph == "auto")
     result["layouts"] = {}
     for precision, p in model_paths.items():
         if len(counts) > 1:

@@ -109,6 +109,8 @@ def run_burst(settings: Any, films: Sequence[str], work: str, idle_s: float = 2.
         return timed
     for backend in (pipeline.classifier, pipeline.segmenter):
         backend.run = counted(backend.run)
+        if getattr(backend, "provides_mask", False):   # the joined graph: the call the pipeline makes
+            backend.run_with_mask = counted(backend.run_with_mask)
     app = Appliance(s, pipeline=pipeline)
     staging = os.path.join(s.capture.dir, "staging")
     os.makedirs(staging, exist_ok=True)

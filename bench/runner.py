@@ -130,7 +130,8 @@ def measure_limit(pipeline: Pipeline, images: Sequence[np.ndarray], count: int) 
     seg_spec = pipeline.segmenter.manifest.preprocessing
     tensors = [(preprocess(px, cls_spec)[0], preprocess(px, seg_spec)[0]) for px in images]
     tensors = [([xc, xc[..., ::-1].copy()][:passes(pipeline.classifier.manifest)],
-                [xs, xs[..., ::-1].copy()][:passes(pipeline.segmenter.manifest)]) for xc, xs in tensors]
+                [xs, xs[..., ::-1].copy()][:passes(pipeline.segmenter.manifest, pipeline.one_graph)])
+               for xc, xs in tensors]
     per_image, cls_ms, seg_ms = [], [], []
     start = time.perf_counter()
     for i in range(count):
@@ -190,16 +191,24 @@ def measure_layouts(settings: Settings, variant: "Variant", images: Sequence[np.
 
 
 def measure_thread_counts(model_paths: Sequence[str], images: Sequence[np.ndarray], counts: Sequence[int],
-                          runs: int) -> Dict[str, Dict[str, Any]]:
+                          runs: int, one_graph: bool = True) -> Dict[str, Dict[str, Any]]:
     """Each model alone, at each intra-op thread count, on real preprocessed
-    tensors: {model name: {"by_threads": {t: summary}, "best_threads", "best_ms"}}."""
+    tensors: {model name: {"by_threads": {t: summary}, "best_threads", "best_ms"}}.
+    As the appliance runs them: where the pair joins into one graph
+    (edge.inference.one_graph), the classifier's row times the joined graph
+    (both heads) and the segmenter's passes are 0."""
     out = {}
-    for path in model_paths:
-        manifest = load_manifest(path)
+    manifests = [load_manifest(p) for p in model_paths]
+    joined, graphs = None, "two graphs"
+    if one_graph and len(manifests) == 2:
+        from edge.inference.one_graph import joined_bytes
+        joined, graphs = joined_bytes(*manifests)
+    for path, manifest in zip(model_paths, manifests):
         tensors = [preprocess(px, manifest.preprocessing)[0] for px in images]
         rows = {}
+        mine = joined if manifest.task == "classification" else None
         for t in counts:
-            backend = OnnxRuntimeBackend(manifest, threads=t)
+            backend = OnnxRuntimeBackend(manifest, threads=t, joined=mine)
             backend.warmup(2)
             times = []
             for i in range(runs):
@@ -209,7 +218,8 @@ def measure_thread_counts(model_paths: Sequence[str], images: Sequence[np.ndarra
             backend.close()
             rows[str(t)] = stats.summarize(times)
         best = min(rows, key=lambda k: rows[k]["p50"])
-        out[manifest.name] = {"task": manifest.task, "file": path, "by_threads": rows, "passes": passes(manifest),
+        out[manifest.name] = {"task": manifest.task, "file": path, "by_threads": rows,
+                              "passes": passes(manifest, joined is not None), "graphs": graphs,
                               "best_threads": int(best), "best_ms": rows[best]["p50"]}
     return out
 
@@ -260,7 +270,8 @@ def measure_pipeline(pipeline: Pipeline, settings: Settings, paths: Sequence[str
     totals = [sum(v for k, v in s.items() if k in PIPELINE_STAGES) for s in samples]
     return {"images": len(paths), "throughput_ips": stats.throughput(len(paths), wall),
             "per_image_ms": stats.summarize(totals), "samples_ms": totals,
-            "segmenter_ran": sum(1 for s in samples if s.get("segment_ms", 0.0) > 0.0),
+            # the joined graph makes every film's mask in the classifier's call
+            "segmenter_ran": sum(1 for s in samples if s.get("segment_ms", 0.0) > 0.0 or pipeline.one_graph),
             "stages": stats.stage_table(samples, PIPELINE_STAGES)}
 
 
@@ -405,7 +416,7 @@ def measure_appliance(settings: Settings, variant: Variant, items: Sequence[Benc
                 ids.append(outcome.alert_id)
                 names.append(outcome.name)
                 burst_samples.append(dict(outcome.timings_ms or {}))
-                seg_ran += int(bool((outcome.timings_ms or {}).get("segment_ms")))
+                seg_ran += int(bool((outcome.timings_ms or {}).get("segment_ms")) or app.pipelines[0].one_graph)
             finished = time.time()     # every file's Outcome: overlay queued, file in done/
             if None in ids:
                 raise RuntimeError("a burst file was not alerted")

@@ -80,4 +80,6 @@ def patch_stages(clock: StageClock, pipeline: Any, undo: List[Tuple[Any, str, An
         setattr(owner, parts[-1], clock.wrap(name, getattr(owner, parts[-1])))
     for backend in (pipeline.classifier, pipeline.segmenter):
         backend.run = clock.wrap(MODELS, backend.run)
+        if getattr(backend, "provides_mask", False):   # the joined graph: the call the pipeline makes
+            backend.run_with_mask = clock.wrap(MODELS, backend.run_with_mask)
     return missing

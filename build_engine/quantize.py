@@ -50,6 +50,12 @@ def nodes_matching(onnx_path: str, names: Sequence[str], op_types: Sequence[str]
     pattern, by op type, or, when int8_only is given, every node it does not name."""
     model = onnx.load(onnx_path, load_external_data=False)
     want_types = set(op_types)
+    if int8_only and not any(n.name and _named(n.name, int8_only) for n in model.graph.node):
+        # the scope was written for another network (the bundled one): a model it names
+        # nothing of is quantised whole, not left all float
+        log.warning("%s: int8_only %s names none of its nodes; ignored", os.path.basename(onnx_path),
+                    list(int8_only))
+        int8_only = ()
     return [n.name for n in model.graph.node if n.name and (
         _named(n.name, names) or n.op_type in want_types or (int8_only and not _named(n.name, int8_only)))]
 

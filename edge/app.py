@@ -154,6 +154,7 @@ class Appliance:
             "host": socket.gethostname(),
             "backend": models[0].backend,
             "backend_reason": self.pipeline.backend_reason,
+            "graphs": self.pipeline.graphs,          # one joined graph or two, and why
             "models": [{"name": m.name, "version": m.version, "precision": m.precision,
                         "intended_use": m.intended_use, "sha256": m.sha256} for m in models],
             "intended_use": combined_intended_use(models),

@@ -39,7 +39,7 @@ def _model_input(image: Image, backend: Backend) -> Tuple[np.ndarray, Geometry]:
 
 class Pipeline:
     def __init__(self, classifier: Backend, segmenter: Backend, decision: Optional[DecisionSettings] = None,
-                 backend_reason: str = ""):
+                 backend_reason: str = "", graphs: str = ""):
         for backend, task in ((classifier, "classification"), (segmenter, "segmentation")):
             if backend.manifest.task != task:
                 raise ValueError("%s is a %s model, expected %s"
@@ -47,6 +47,9 @@ class Pipeline:
         self.classifier = classifier
         self.segmenter = segmenter
         self.backend_reason = backend_reason      # why this backend was chosen (for the status)
+        # the classifier's session is the joined graph: one call gives the mask too (edge.inference.one_graph)
+        self.one_graph = bool(classifier.provides_mask)
+        self.graphs = graphs or ("one graph" if self.one_graph else "two graphs")   # and why (for the status)
         self.thresholds = resolve_thresholds(classifier.manifest, segmenter.manifest,
                                              decision or DecisionSettings())
         self.calibration = parse_calibration(segmenter.manifest)
@@ -80,7 +83,11 @@ class Pipeline:
         clock = time.perf_counter
 
         t1 = clock()
-        raw = self.classifier.run(prepared.cls_in)
+        joined_mask = None
+        if self.one_graph:
+            raw, joined_mask = self.classifier.run_with_mask(prepared.cls_in)
+        else:
+            raw = self.classifier.run(prepared.cls_in)
         probability = classifier_probability(raw, self.classifier.manifest)
         logit = classifier_logit(raw, self.classifier.manifest)
         if "hflip" in self.classifier.manifest.tta and logit is not None:
@@ -94,7 +101,14 @@ class Pipeline:
         check_ood(layout_distance(raw, self.classifier.manifest), th.layout_max, "layout")
 
         seg_prob = geo = None
-        if not skip_segmenter(probability, th):
+        if joined_mask is not None:
+            # the classifier's call made it (the same input: one_graph needs equal preprocessing);
+            # segment_ms stays 0, classify_ms is both heads' time
+            if not skip_segmenter(probability, th):
+                seg_prob, geo = segmenter_probability(joined_mask, self.segmenter.manifest, kind="probability"), \
+                    prepared.cls_geo
+            timings["segment_ms"] = 0.0
+        elif not skip_segmenter(probability, th):
             t3 = clock()
             seg_in, geo = prepared.seg_in, prepared.seg_geo
             if seg_in is None:          # deferred by prepare(): made now, not stored on `prepared`
@@ -134,7 +148,9 @@ class Pipeline:
         """Each model as often as one film runs it, on zeros: what start-up
         timing of a layout measures."""
         for backend in (self.classifier, self.segmenter):
-            backend.warmup(runs_per_film(backend.manifest))
+            runs = runs_per_film(backend.manifest, self.one_graph)
+            if runs:
+                backend.warmup(runs)
 
     def warmup(self, iterations: int = 2) -> Dict[str, Dict[str, float]]:
         return {b.manifest.name: b.warmup(iterations) for b in (self.classifier, self.segmenter)}
@@ -144,8 +160,11 @@ class Pipeline:
         self.segmenter.close()
 
 
-def runs_per_film(manifest) -> int:
-    """Runs of a model per film in infer(): 2 with h-flip TTA (film and mirror), else 1."""
+def runs_per_film(manifest, one_graph: bool = False) -> int:
+    """Runs of a model per film in infer(): 2 with h-flip TTA (film and mirror), else 1;
+    the segmenter 0 when the classifier's joined graph makes its mask."""
+    if one_graph and manifest.task == "segmentation":
+        return 0
     return 2 if "hflip" in manifest.tta else 1
 
 

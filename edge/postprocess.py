@@ -187,14 +187,15 @@ def classifier_probability(raw: np.ndarray, manifest: ModelManifest) -> float:
     return float(sigmoid(value)[0]) if manifest.output_kind == "logit" else float(value[0])
 
 
-def segmenter_probability(raw: np.ndarray, manifest: ModelManifest) -> np.ndarray:
-    """(1, 1, H, W) / (1, H, W) / (H, W) output -> (H, W) probabilities."""
+def segmenter_probability(raw: np.ndarray, manifest: ModelManifest, kind: Optional[str] = None) -> np.ndarray:
+    """(1, 1, H, W) / (1, H, W) / (H, W) output -> (H, W) probabilities; kind overrides
+    the manifest's output_kind ("probability": the joined graph's mask)."""
     plane = np.asarray(raw, dtype=np.float32)
     while plane.ndim > 2:
         if plane.shape[0] != 1:
             raise ValueError("%s: segmenter output shape %s is not a single mask" % (manifest.name, raw.shape))
         plane = plane[0]
-    return sigmoid(plane) if manifest.output_kind == "logit" else plane
+    return sigmoid(plane) if (kind or manifest.output_kind) == "logit" else plane
 
 
 def skip_segmenter(probability: Optional[float], th: Thresholds) -> bool:

@@ -63,6 +63,10 @@ class ModelSettings:
     # side by side at start-up (cores shared out) and keeps the fewest within 5 % of the
     # fastest (edge/inference/layout.py); an integer fixes it. TensorRT: always 1.
     films_in_flight: Any = field(default="auto", metadata={"format": "films_in_flight"})
+    # ONNX Runtime: "auto" joins the classifier and segmenter into one graph when they share
+    # their encoder (edge/inference/one_graph.py: one encoder pass per film, same outputs);
+    # "off" runs the two graphs. TensorRT: always one engine per model.
+    one_graph: str = field(default="auto", metadata={"choices": ("auto", "off")})
     engine_dir: str = field(default="engines", metadata=_PATH)   # TensorRT engines + sidecars
     device_profile: str = field(default="xavier_nx", metadata={"format": "profile_name"})   # config/devices/<name>.yaml
     warmup: int = field(default=2, metadata={"ge": 0})

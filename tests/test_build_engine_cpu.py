@@ -152,6 +152,7 @@ def test_nodes_are_kept_float_by_name_pattern_op_type_or_outside_the_int8_scope(
         "conv0_relu", "conv1_relu", "conv2_relu", "conv3_relu", "fc"]
     assert nodes_matching(onnx_path, [], [], int8_only=["conv[01]*"]) == [
         "conv2", "conv2_relu", "conv3", "conv3_relu", "gap", "flatten", "fc"]
+    assert nodes_matching(onnx_path, ["fc"], [], int8_only=["/encoder/*"]) == ["fc"]   # names nothing: ignored
 
 
 def test_a_profile_int8_scope_quantises_only_the_nodes_it_names(tmp_path, fast_profile, images):

@@ -8,7 +8,7 @@ manifest's output_kind).
 """
 import abc
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from edge.types import ModelInfo
 class Backend(abc.ABC):
     name = "base"
     threads = None  # type: Optional[ThreadChoice]   # CPU backends: intra-op threads and why
+    provides_mask = False       # the classifier's session is the joined graph (edge.inference.one_graph)
 
     def __init__(self, manifest: ModelManifest):
         self.manifest = manifest
@@ -37,6 +38,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def run(self, tensor: np.ndarray) -> np.ndarray:
         """One forward pass; returns the first output as float32."""
+
+    def run_with_mask(self, tensor: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(first output, h-flip-averaged mask probability): the joined graph only."""
+        raise NotImplementedError("%s runs one model per session" % self.name)
 
     def warmup(self, iterations: int = 2) -> Dict[str, float]:
         """Run zeros through the model so the first real image is not slow."""

@@ -1,6 +1,6 @@
 """ONNX Runtime backend: the CPU path (laptops, CI, a server beside PACS)."""
 import logging
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -8,6 +8,7 @@ from edge.errors import BackendUnavailable, ModelError
 from edge.inference import threads as thread_choice
 from edge.inference.backend import Backend
 from edge.inference.manifest import ModelManifest, verify_model_file
+from edge.inference.one_graph import MASK
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,13 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, manifest: ModelManifest, threads: Union[int, str] = 0, verify: bool = True,
-                 inter_op_threads: int = 1, spinning: str = DEFAULT_SPINNING):
+                 inter_op_threads: int = 1, spinning: str = DEFAULT_SPINNING,
+                 joined: Optional[bytes] = None):
+        """joined: the classifier's and segmenter's graphs as one (edge.inference.one_graph),
+        loaded instead of the manifest's file, which is still verified: it is one of the two."""
         super().__init__(manifest)
+        self._joined = joined
+        self.provides_mask = joined is not None
         try:
             import onnxruntime  # noqa: F401
         except ImportError as exc:
@@ -78,6 +84,9 @@ class OnnxRuntimeBackend(Backend):
         self._input = self.manifest.input.name
         outputs = [o.name for o in session.get_outputs()]
         self._output = self.manifest.output.name if self.manifest.output.name in outputs else outputs[0]
+        if self.provides_mask and MASK not in outputs:
+            raise ModelError("%s: the joined graph has no '%s' output" % (self.manifest.name, MASK))
+        self._outputs = [self._output, MASK] if self.provides_mask else [self._output]
 
     def _session(self, intra_op: int):
         import onnxruntime as ort
@@ -90,8 +99,8 @@ class OnnxRuntimeBackend(Backend):
         for key, value in self._spin.items():
             opts.add_session_config_entry(key, value)
         try:
-            return ort.InferenceSession(self.manifest.model_path, sess_options=opts,
-                                        providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(self._joined if self._joined is not None else self.manifest.model_path,
+                                        sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own untyped errors
             raise ModelError("%s: ONNX Runtime cannot load %s: %s"
                              % (self.manifest.name, self.manifest.model_path, exc))
@@ -121,8 +130,18 @@ class OnnxRuntimeBackend(Backend):
         return self.manifest.precision
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
-        out = self.session.run([self._output], {self._input: tensor})[0]
-        return out if out.dtype == np.float32 else out.astype(np.float32)
+        return self._run(tensor)[0]
+
+    def run_with_mask(self, tensor: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        if not self.provides_mask:
+            raise ModelError("%s: this session is not the joined graph" % self.manifest.name)
+        out, mask = self._run(tensor)
+        return out, mask
+
+    def _run(self, tensor: np.ndarray) -> List[np.ndarray]:
+        # the joined graph always runs whole: its warm-up and thread timing are a film's real cost
+        outs = self.session.run(self._outputs, {self._input: tensor})
+        return [o if o.dtype == np.float32 else o.astype(np.float32) for o in outs]
 
     def close(self) -> None:
         self.session = None

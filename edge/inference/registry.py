@@ -5,7 +5,7 @@ engine is missing; `auto` picks TensorRT only when it is importable and logs
 (and reports in status) what it chose and why.
 """
 import logging
-from typing import Tuple
+from typing import Optional, Tuple
 
 from edge.errors import BackendUnavailable
 from edge.inference.backend import Backend
@@ -26,11 +26,13 @@ def resolve_backend_name(settings: ModelSettings) -> Tuple[str, str]:
     return "onnxruntime", "auto: TensorRT unavailable (%s)" % why
 
 
-def create_backend(manifest: ModelManifest, settings: ModelSettings, name: str = None) -> Backend:
+def create_backend(manifest: ModelManifest, settings: ModelSettings, name: str = None,
+                   joined: Optional[bytes] = None) -> Backend:
+    """joined (ONNX Runtime only): the classifier and segmenter graphs as one, loaded for this manifest."""
     name = name or resolve_backend_name(settings)[0]
     if name == "onnxruntime":
         from edge.inference.onnxruntime import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(manifest, threads=settings.threads)
+        return OnnxRuntimeBackend(manifest, threads=settings.threads, joined=joined)
     if name == "tensorrt":
         from edge.inference.tensorrt import TensorRTBackend
         return TensorRTBackend.from_settings(manifest, settings)

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 from typing import Dict, List, Optional, Tuple
 
-from edge.inference import layout as film_layout
+from edge.inference import layout as film_layout, one_graph
 from edge.inference.manifest import load_manifest
 from edge.inference.registry import create_backend, resolve_backend_name
 from edge.inference.threads import usable_cores
@@ -30,16 +30,22 @@ def build_pipeline(settings: Settings, threads=None, announce: bool = True) -> P
     `announce` logs the backend and any model not validated for clinical use."""
     models = settings.models if threads is None else dataclasses.replace(settings.models, threads=threads)
     backend, why = resolve_backend_name(models)
-    cls = create_backend(load_manifest(models.classifier), models, backend)
-    seg = create_backend(load_manifest(models.segmenter), models, backend)
-    pipeline = Pipeline(cls, seg, settings.decision, backend_reason=why)
+    cls_manifest, seg_manifest = load_manifest(models.classifier), load_manifest(models.segmenter)
+    joined, graphs = None, "two graphs: models.one_graph is off"
+    if backend != "onnxruntime":
+        graphs = "two graphs: one engine per model on %s" % backend
+    elif models.one_graph == "auto":
+        joined, graphs = one_graph.joined_bytes(cls_manifest, seg_manifest)
+    cls = create_backend(cls_manifest, models, backend, joined=joined)
+    seg = create_backend(seg_manifest, models, backend)
+    pipeline = Pipeline(cls, seg, settings.decision, backend_reason=why, graphs=graphs)
     if announce:
         _announce(pipeline, backend)
     return pipeline
 
 
 def _announce(pipeline: Pipeline, backend: str) -> None:
-    log.info("inference backend: %s (%s)", backend, pipeline.backend_reason)
+    log.info("inference backend: %s (%s); %s", backend, pipeline.backend_reason, pipeline.graphs)
     for info in pipeline.models:
         if info.intended_use != "validated":
             log.warning("MODEL %s %s is intended_use=%s: %s", info.name, info.version,
