@@ -29,7 +29,7 @@ ENCODER = "/encoder/"
 PREFIX = "seg:"
 MASK = "mask"
 
-_cache = {}  # type: Dict[Tuple[str, str], Tuple[Optional[bytes], str]]
+_cache = {}  # type: Dict[Tuple[str, str, str, str], Tuple[Optional[bytes], str]]   # by both files' path and sha256
 
 
 class GraphMismatch(ModelError):
