@@ -6,6 +6,8 @@ import os
 import pytest
 
 from edge.config import load_config
+from edge.errors import ModelError
+from edge.inference.backend import JoinedHead
 from edge.inference.manifest import load_manifest
 from edge.inference.one_graph import joined_bytes
 from edge.phantom import chest_phantom
@@ -25,6 +27,12 @@ def test_one_graph_gives_the_two_graphs_findings():
     try:
         assert one.one_graph and one.graphs.startswith("one graph")
         assert not two.one_graph and two.graphs == "two graphs: models.one_graph is off"
+        # the joined graph makes the mask: the segmenter keeps its identity but no session
+        assert isinstance(one.segmenter, JoinedHead) and not hasattr(one.segmenter, "session")
+        assert [m.backend for m in one.models] == [m.backend for m in two.models]
+        assert [m.sha256 for m in one.models] == [m.sha256 for m in two.models]
+        with pytest.raises(ModelError, match="inside the joined graph"):
+            one.segmenter.run(None)
         for seed in range(3):
             image = Image(pixels=chest_phantom(420, 400, seed=seed), source_format="png")
             # phantoms are not chests to the gate: its limits lifted, the models' outputs compared

@@ -12,7 +12,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from edge.inference.manifest import ModelManifest
+from edge.errors import ModelError
+from edge.inference.manifest import ModelManifest, verify_model_file
 from edge.inference.threads import ThreadChoice
 from edge.types import ModelInfo
 
@@ -61,3 +62,25 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release sessions, buffers, contexts."""
+
+
+class JoinedHead(Backend):
+    """A model whose outputs another session's joined graph computes (the
+    segmenter under edge.inference.one_graph): its manifest, file check and
+    identity, but no session of its own: it is never run, so no memory and
+    no thread calibration go to it."""
+
+    def __init__(self, manifest: ModelManifest, host: Backend):
+        super().__init__(manifest)
+        verify_model_file(manifest)         # its graph is inside the host's: the same check as loading it
+        self.name, self.threads = host.name, host.threads
+
+    @property
+    def precision(self) -> str:
+        return self.manifest.precision
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        raise ModelError("%s runs inside the joined graph; it has no session of its own" % self.manifest.name)
+
+    def warmup(self, iterations: int = 2) -> Dict[str, float]:
+        return {"first_ms": 0.0, "last_ms": 0.0}       # warmed by its host's runs

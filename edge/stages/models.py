@@ -15,6 +15,7 @@ import logging
 from typing import Dict, List, Optional, Tuple
 
 from edge.inference import layout as film_layout, one_graph
+from edge.inference.backend import JoinedHead
 from edge.inference.manifest import load_manifest
 from edge.inference.registry import create_backend, resolve_backend_name
 from edge.inference.threads import usable_cores
@@ -37,7 +38,7 @@ def build_pipeline(settings: Settings, threads=None, announce: bool = True) -> P
     elif models.one_graph == "auto":
         joined, graphs = one_graph.joined_bytes(cls_manifest, seg_manifest)
     cls = create_backend(cls_manifest, models, backend, joined=joined)
-    seg = create_backend(seg_manifest, models, backend)
+    seg = JoinedHead(seg_manifest, cls) if cls.provides_mask else create_backend(seg_manifest, models, backend)
     pipeline = Pipeline(cls, seg, settings.decision, backend_reason=why, graphs=graphs)
     if announce:
         _announce(pipeline, backend)
