@@ -45,6 +45,12 @@ class CorruptImage(DecodeError):
     code = "corrupt"
 
 
+class Truncated(CorruptImage):
+    """Damage a file cut off mid-write shows too (it ends early, a chunk or
+    the pixel data runs past its end): the intake gives its writer
+    capture.write_grace_s before rejecting it. Reason code `corrupt`."""
+
+
 class UnsupportedModality(DecodeError):
     code = "wrong_modality"
 

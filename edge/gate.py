@@ -18,7 +18,7 @@ Two gates:
 """
 from typing import Optional
 
-from edge.decode.checks import code_string
+from edge.decode.checks import shown_value
 from edge.errors import NotAChestRadiograph
 
 # The classifier manifest's thresholds that switch the learned gate on (edge/postprocess.py
@@ -29,6 +29,13 @@ LEARNED_LIMITS = ("ood_max", "layout_max")
 # code meanings as modalities write them; compared upper-cased, letters and digits only).
 CHEST_BODY_PARTS = frozenset(("CHEST", "THORAX", "LUNG", "LUNGS", "CHESTABDOMEN", "CHESTABDOMENPELVIS",
                               "THORAXABDOMEN", "RIB", "RIBS", "PORTABLECHEST", "CHESTPA", "CHESTAP"))
+
+# Other BodyPartExamined terms (CID 4031 as modalities write them) that a refusal may quote.
+BODY_PARTS = frozenset((
+    "ABDOMEN ANKLE ARM BRAIN BREAST CALCANEUS CLAVICLE COCCYX CSPINE ELBOW EXTREMITY FACE FEMUR FINGER "
+    "FOOT FOREARM HAND HEAD HEADNECK HEART HIP HUMERUS JAW KNEE LEG LSPINE MANDIBLE NECK ORBIT PATELLA "
+    "PELVIS SACRUM SCAPULA SHOULDER SINUS SKULL SPINE SSPINE TIBIA TMJ TOE TSPINE WHOLEBODY WRIST "
+    "ABDOMENPELVIS LOWEREXTREMITY UPPEREXTREMITY").split()) | CHEST_BODY_PARTS   # letters and digits only
 
 
 def _norm(value: str) -> str:
@@ -45,12 +52,15 @@ def body_part_is_chest(body_part: Optional[str]) -> Optional[bool]:
 def check_body_part(body_part: Optional[str]) -> None:
     """Refuse a DICOM whose BodyPartExamined names something other than the chest."""
     if body_part_is_chest(body_part) is False:
-        # Quoted only when it is a well-formed code string: a damaged element length
-        # can make the value run on into the patient's name.
-        shown = code_string(body_part)
+        # Quoted only when it is one of the standard's terms: a damaged element length
+        # can make the value run on into the patient's name, and a hand-typed one can be it.
         raise NotAChestRadiograph("DICOM BodyPartExamined is %s, not the chest: the models read only "
-                                  "frontal chest radiographs"
-                                  % (repr(shown) if shown else "an unrecognised value"))
+                                  "frontal chest radiographs" % _shown_body_part(body_part))
+
+
+def _shown_body_part(value: str) -> str:
+    """The value as written when its letters and digits spell a term, else described."""
+    return value.strip() if _norm(value) in BODY_PARTS else shown_value(value, frozenset())
 
 
 def check_ood(distance: Optional[float], ood_max: Optional[float], what: str = "feature") -> None:

@@ -72,13 +72,18 @@ class SecretFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not _secrets or not _rewrite_message(record, redact):
             return True
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+        _rewrite_traceback(record, redact)
         return True
+
+
+def _rewrite_traceback(record: logging.LogRecord, rewrite: Callable[[str], str]) -> None:
+    """The record's traceback and stack, rendered once through `rewrite`."""
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = rewrite(record.exc_text)
+    if record.stack_info:
+        record.stack_info = rewrite(record.stack_info)
 
 
 redact_secrets = SecretFilter()
@@ -99,11 +104,13 @@ def _is_file_library(name: str) -> bool:
 
 class LibraryNoiseFilter(logging.Filter):
     """Demotes file libraries' records below ERROR to DEBUG (shown only when
-    the root logger is at DEBUG) and scrubs quoted values from them."""
+    the root logger is at DEBUG) and scrubs quoted values from them and
+    their tracebacks."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not _is_file_library(record.name) or not _rewrite_message(record, scrub_values):
             return True
+        _rewrite_traceback(record, scrub_values)     # its exception quotes values as its message does
         if record.levelno < logging.ERROR:
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger().getEffectiveLevel() <= logging.DEBUG

@@ -31,6 +31,8 @@ class CaptureSettings:
     watch: str = field(default="auto", metadata={"choices": WATCH_MODES})   # auto = inotify, else poll
     poll_interval_s: float = field(default=0.25, metadata=_POSITIVE)
     settle_s: float = field(default=0.5, metadata=_POSITIVE)   # size and mtime unchanged this long = written
+    # A file that decodes as cut off is rejected only once unchanged this long: its writer may just have paused.
+    write_grace_s: float = field(default=15.0, metadata={"ge": 0.0})
     trust_rename: bool = True            # inotify: a file renamed into incoming/ is complete (no settle wait)
     on_success: str = field(default="move", metadata={"choices": ON_SUCCESS})   # move (to done/) | delete
     ignore: List[str] = field(default_factory=lambda: [".*", "*.part", "*.tmp"])

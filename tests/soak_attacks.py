@@ -109,7 +109,7 @@ def main() -> int:
             os.chown(d, NOBODY, NOBODY)
     config = os.path.join(work, "edge.yaml")
     with open(config, "w") as f:
-        f.write("site: ward-4\ndevice: cart-9\nstate_dir: %s\ncapture:\n  dir: %s\n  settle_s: 0.2\n"
+        f.write("site: ward-4\ndevice: cart-9\nstate_dir: %s\ncapture:\n  dir: %s\n  settle_s: 0.2\n  write_grace_s: 2\n"
                 "  poll_interval_s: 0.05\nmodels:\n  classifier: %s\n  segmenter: %s\n  threads: 1\n"
                 "  warmup: 1\nmqtt:\n  host: 127.0.0.1\n  port: %d\n  reconnect_min_s: 0.2\n"
                 "  reconnect_max_s: 1.0\n" % (state, capture, cls, seg, broker.port))

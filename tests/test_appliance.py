@@ -57,7 +57,9 @@ def make_settings(tmp_path, port: int, **mqtt) -> Settings:
     cls, seg = write_tiny_models(str(tmp_path / "models"))
     return Settings(
         site="ward-4", device="cart-7", state_dir=str(tmp_path / "state"),
-        capture=CaptureSettings(dir=str(tmp_path / "capture"), settle_s=0.1, poll_interval_s=0.05),
+        # Short settle and grace: tests drop whole files by rename; tests of a pausing writer set their own.
+        capture=CaptureSettings(dir=str(tmp_path / "capture"), settle_s=0.1, poll_interval_s=0.05,
+                                write_grace_s=1.0),
         models=ModelSettings(classifier=cls, segmenter=seg, threads=1, warmup=1),
         mqtt=MqttSettings(host="127.0.0.1", port=port, reconnect_min_s=0.2, reconnect_max_s=1.0,
                           keepalive_s=5, **mqtt),
@@ -213,7 +215,7 @@ def write_config(tmp_path, port: int, more: str = "") -> str:
     path = tmp_path / "edge.yaml"
     path.write_text(
         "site: ward-4\ndevice: cart-9\nstate_dir: %s\n"
-        "capture:\n  dir: %s\n  settle_s: 0.1\n  poll_interval_s: 0.05\n"
+        "capture:\n  dir: %s\n  settle_s: 0.1\n  write_grace_s: 1\n  poll_interval_s: 0.05\n"
         "models:\n  classifier: %s\n  segmenter: %s\n  threads: 1\n  warmup: 1\n"
         "mqtt:\n  host: 127.0.0.1\n  port: %d\n  reconnect_min_s: 0.2\n  reconnect_max_s: 1.0\n"
         % (tmp_path / "state", tmp_path / "capture", cls, seg, port) + more)

@@ -7,6 +7,7 @@ ever). Real folders, SQLite and mosquitto; inputs made at test time.
 import json
 import os
 import threading
+import time
 
 import psutil
 import pytest
@@ -15,6 +16,7 @@ from edge.alerts.schema import decode as decode_payload
 from edge.app import Appliance
 from edge.errors import UnsupportedImage
 from edge.app import build_pipeline
+from edge.settings import CaptureSettings
 from edge.decode.sniff import PNG_SIGNATURE
 from edge.pipeline import Pipeline
 from tests.attack_kit import collect, dicom_bytes, drop, reason_files, settings_for, wait_until
@@ -132,7 +134,8 @@ def test_sparse_multi_gib_file_is_refused_unread_without_memory_growth(app):
 
 
 def test_a_writer_pausing_longer_than_settle_gets_its_file_returned_then_alerted(tmp_path, mosquitto):
-    app = Appliance(settings_for(tmp_path, mosquitto.port, settle_s=0.3, watch="poll"))
+    app = Appliance(settings_for(tmp_path, mosquitto.port, settle_s=0.3, watch="poll",
+                                 write_grace_s=CaptureSettings().write_grace_s))
     data = dicom_bytes(7)
     try:
         app.start()
@@ -140,19 +143,66 @@ def test_a_writer_pausing_longer_than_settle_gets_its_file_returned_then_alerted
         with open(path, "wb") as f:                             # a writer that does not rename
             f.write(data[:len(data) // 2])
             f.flush()
-            states = []
-            # the appliance claims the half file after settle_s, finds it cut off ...
-            wait_until(lambda: not os.path.exists(path), 10, "the half file to be claimed")
+            # the appliance claims the half file after settle_s, finds it cut off, puts it back ...
+            states = [collect(app, 1, final=False, timeout=10)[0].state]
             threading.Event().wait(0.15)
             f.write(data[len(data) // 2:])                      # ... and the writer resumes
             f.flush()
-        states = [o.state for o in collect(app, 2, final=False)]
         while states[-1] not in ("alerted", "rejected"):
             states.append(collect(app, 1, final=False)[0].state)
     finally:
         app.stop()
     assert "returned" in states and states[-1] == "alerted", states
     assert os.listdir(app.folders.rejected) == []
+
+
+def test_a_writer_pausing_for_seconds_mid_file_still_gets_its_alert(tmp_path, mosquitto):
+    # Attack campaign, session 9: a pause of a few settle_s got the half file rejected as
+    # corrupt; the writer then finished it inside rejected/ and no alert ever went out.
+    app = Appliance(settings_for(tmp_path, mosquitto.port, settle_s=0.3, watch="poll",
+                                 write_grace_s=CaptureSettings().write_grace_s))      # the default, 15 s
+    data = dicom_bytes(8)
+    try:
+        app.start()
+        path = os.path.join(app.folders.incoming, "paused.dcm")
+        with open(path, "wb") as f:
+            f.write(data[:len(data) // 3])
+            f.flush()
+            states = [collect(app, 1, final=False, timeout=10)[0].state]     # claimed, cut off, put back
+            threading.Event().wait(4.0)                         # 13 x settle_s, well inside write_grace_s
+            f.write(data[len(data) // 3:])
+            f.flush()
+        while states[-1] not in ("alerted", "rejected"):
+            states.append(collect(app, 1, final=False, timeout=30)[0].state)
+    finally:
+        app.stop()
+    assert states[-1] == "alerted" and "returned" in states, states
+    assert os.listdir(app.folders.rejected) == []
+
+
+def test_a_cut_off_file_is_rejected_once_unchanged_for_the_grace(tmp_path, mosquitto):
+    app = Appliance(settings_for(tmp_path, mosquitto.port, settle_s=0.2, watch="poll", write_grace_s=2.0))
+    data = dicom_bytes(9)
+    old = os.path.join(tmp_path, "old.dcm")
+    with open(old, "wb") as f:
+        f.write(data[:len(data) // 2])
+    os.utime(old, (time.time() - 3600, time.time() - 3600))    # written an hour ago: its writer is done
+    try:
+        app.start()
+        started = time.monotonic()
+        os.rename(old, os.path.join(app.folders.incoming, "old.dcm"))
+        first = collect(app, 1, timeout=30)[0]
+        old_s = time.monotonic() - started
+        with open(os.path.join(app.folders.incoming, "fresh.dcm"), "wb") as f:
+            f.write(data[:len(data) // 2 + 1])                  # other bytes: not the ledger's verdict
+        started = time.monotonic()
+        second = collect(app, 1, timeout=30)[0]
+        fresh_s = time.monotonic() - started
+    finally:
+        app.stop()
+    assert (first.name, first.state) == ("old.dcm", "rejected") and old_s < 2.0
+    assert (second.name, second.state) == ("fresh.dcm", "rejected") and fresh_s >= 2.0
+    assert json.load(open(os.path.join(app.folders.rejected, "fresh.dcm.reason.json")))["code"] == "corrupt"
 
 
 class NotAChestRadiograph(UnsupportedImage):

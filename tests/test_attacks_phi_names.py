@@ -59,9 +59,16 @@ def test_unit_label_rule():
     assert safe_label("SmithJonesAnn.dcm", hyphen, "n") == "******.dcm"     # SMITHJONES, then ANN
     irish = Sight("dicom", patient_words(_named("O'Brien^Siobh\u00e1n")))
     assert safe_label("obrien_siobhan.dcm", irish, "n") == "***_***.dcm"
+    assert safe_label("obrien_siobha\u0301n.dcm", irish, "n") == "***_***.dcm"       # decomposed (NFD)
+    assert safe_label("Smi\u200bth^Joh\u200danna.dcm", dicom, "n") == "***^***.dcm"   # zero-width characters
+    assert safe_label("\uff33\uff2d\uff29\uff34\uff28.dcm", dicom, "n") == "***.dcm"  # full-width letters
+    assert safe_label("x 1948 02 13.dcm", dicom, "n") == "x ***.dcm"                   # spaced date
+    assert safe_label("caf\u00e9 chest.dcm", dicom, "n") == "caf\u00e9 chest.dcm"       # no match: as written
     assert safe_label("Smith^Johanna.dcm", None, "file-ab12") == "file-ab12"          # not looked at
     assert safe_label("Smith^Johanna.dcm", Sight("opaque"), "file-ab12") == "file-ab12"
     assert safe_label("xray_13.02.1948.png", Sight("raster"), "n") == "xray_***.png"
+    assert safe_label("xray 1948 02 13.png", Sight("raster"), "n") == "xray ***.png"
+    assert safe_label("xray_1948\u200b0213.png", Sight("raster"), "n") == "xray_***.png"
     assert mask_dates("a19480213b 1948-02-13 13-2-1948 IM123456789") == "a***b *** *** IM123456789"
     cut = dicom_bytes(1)[:300]                                    # no header to read
     assert sight_of(cut, 1 << 28).kind == "opaque"

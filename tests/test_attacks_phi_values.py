@@ -24,7 +24,7 @@ from tests.mosquitto import Subscriber
 from tests.test_appliance import received
 
 UPPER = "SMITH JOHANNA"
-SECRETS = (b"smith", b"johanna", BIRTH_DATE.encode(), "núñez".encode(), "josé".encode())
+SECRETS = (b"smith", b"johanna", BIRTH_DATE.encode(), b"1948 02 13", "núñez".encode(), "josé".encode())
 
 
 def lowered(data: bytes) -> bytes:
@@ -39,6 +39,13 @@ FILES = {
     "bodypart-latin1.dcm": dict(SpecificCharacterSet="ISO_IR 100", PatientName="Núñez^José",
                                 BodyPartExamined="JOSÉ NÚÑEZ"),
     "accession-surname.dcm": dict(AccessionNumber="SMITH"),
+    # Run into a term: well-formed code strings that start or end like one (attack campaign, session 9).
+    "modality-runon.dcm": dict(Modality="ZZSMITHJOHANNA"),
+    "modality-dx-birth.dcm": dict(Modality="DX" + BIRTH_DATE),
+    "view-lateral-birth.dcm": dict(ViewPosition="LATERAL" + BIRTH_DATE),
+    "photometric-birth.dcm": dict(PhotometricInterpretation="RGB" + BIRTH_DATE),
+    "bodypart-spaced-birth.dcm": dict(BodyPartExamined="HAND 1948 02 13"),
+    "bodypart-runon.dcm": dict(BodyPartExamined="HANDSMITH"),
 }
 
 
@@ -66,6 +73,15 @@ def test_words_are_masked_whole_and_in_any_case():
     assert scrub("LIGHT ANGLE", words) == "LIGHT ANGLE"            # inside other words: left alone
 
 
+def test_a_refusal_quotes_only_the_standards_terms():
+    said = refusal(dicom_with(0, Modality="MR"))
+    assert "modality MR is not" in said                                     # a term: quoted
+    said = refusal(dicom_with(0, Modality="DX" + BIRTH_DATE))
+    assert "an unlisted value (10 characters, not quoted)" in said
+    assert "BodyPartExamined is HAND," in refusal(dicom_with(0, BodyPartExamined="HAND"))
+    assert "view position LATERAL is a lateral view" in refusal(dicom_with(0, ViewPosition="LATERAL"))
+
+
 def test_through_the_appliance_no_payload_log_reason_or_ledger_holds_them(tmp_path, mosquitto):
     buf = io.StringIO()
     with appliance_logs(buf):          # the appliance's own handler and filters
@@ -84,7 +100,7 @@ def test_through_the_appliance_no_payload_log_reason_or_ledger_holds_them(tmp_pa
             app.stop()
     states = {o.name: o.state for o in outcomes}
     assert states["accession-surname.dcm"] == "alerted"
-    assert sum(1 for s in states.values() if s == "rejected") == 5
+    assert sum(1 for s in states.values() if s == "rejected") == len(FILES) - 1
     reasons = [lowered(open(p, "rb").read()) for p in glob.glob(os.path.join(app.folders.rejected, "*.reason.json"))]
     database = lowered(b"".join(open(p, "rb").read() for p in glob.glob(app.store.path + "*")))
     log_text = lowered(buf.getvalue().encode("utf-8"))

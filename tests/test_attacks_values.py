@@ -6,6 +6,7 @@ an internal fault (the `process` command printed invalid JSON saying
 "no pneumothorax"). An infinite Pixel Spacing did the same through the
 area. These must end as a `corrupt` rejection, or decode with the
 number ignored, on the first attempt."""
+import io
 import json
 import os
 import subprocess
@@ -31,6 +32,7 @@ def no_nan(word: str):
 @pytest.mark.parametrize("elements", [
     dict(RescaleSlope="NaN"), dict(RescaleSlope="inf"), dict(RescaleSlope="-inf"),
     dict(RescaleIntercept="nan"), dict(RescaleSlope="1e300"),
+    dict(RescaleSlope="0"), dict(RescaleSlope="0.0"),        # read as 1 before (attack campaign, session 9)
 ], ids=lambda e: "-".join("%s=%s" % kv for kv in e.items()))
 def test_a_rescale_that_is_not_a_finite_usable_number_is_corrupt(elements):
     with pytest.raises(DecodeError) as info:
@@ -111,3 +113,19 @@ def test_process_names_a_file_as_the_appliance_does_escaped(tmp_path):
     alert = json.loads(proc.stdout.decode("utf-8"))
     assert alert["source"]["file_name"] == "cart\\xff\\x0afilm.dcm"
     assert alert["source"]["file_name"].encode("utf-8")
+
+
+def test_pixels_the_decoder_does_not_read_are_named_not_called_damage():
+    # Attack campaign, session 9: these read "pixel data is missing" and "corrupt (ValueError)".
+    import pydicom
+    ds = pydicom.dcmread(io.BytesIO(dicom_with(2)))
+    del ds.PixelData
+    ds.FloatPixelData = np.zeros(300 * 300, np.float32).tobytes()
+    out = io.BytesIO()
+    ds.save_as(out)
+    with pytest.raises(DecodeError) as info:
+        decode_bytes(out.getvalue())
+    assert info.value.code == "unsupported" and "FloatPixelData" in str(info.value)
+    with pytest.raises(DecodeError) as info:
+        decode_bytes(dicom_with(2, BitsAllocated=12, BitsStored=12, HighBit=11))
+    assert info.value.code == "unsupported" and "BitsAllocated is 12" in str(info.value)

@@ -77,3 +77,16 @@ def test_ignored_names():
     assert not is_ignored("scan.dcm", IGNORE)
     assert not is_ignored("partial.dcm", IGNORE)
     assert not is_ignored("scan.dcm", [])
+
+
+def test_a_held_file_is_ready_at_the_holds_end_unless_it_changes():
+    t = SettleTracker(0.5)
+    t.hold("cut.dcm", until=12.0)                        # returned cut off at 10.0, read again at 12
+    assert t.observe("cut.dcm", 500, 7, 10.1) is False
+    assert t.observe("cut.dcm", 500, 7, 11.9) is False
+    assert t.observe("cut.dcm", 500, 7, 12.0) is True
+    t.hold("cut.dcm", until=22.0)
+    assert t.observe("cut.dcm", 500, 7, 20.0) is False
+    assert t.observe("cut.dcm", 900, 8, 20.1) is False   # its writer resumed: the hold is off
+    assert t.observe("cut.dcm", 900, 8, 20.6) is True    # settled as any file
+    assert t.next_due(20.7) is None

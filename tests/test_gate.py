@@ -52,6 +52,6 @@ def test_a_damaged_body_part_is_refused_without_quoting_what_ran_into_it():
     with pytest.raises(NotAChestRadiograph) as err:
         check_body_part(spilled)
     assert "DOE" not in str(err.value) and "1951" not in str(err.value)
-    assert "unrecognised value" in str(err.value)
-    with pytest.raises(NotAChestRadiograph, match="'EXTREMITY'"):
+    assert "unlisted value" in str(err.value)
+    with pytest.raises(NotAChestRadiograph, match="BodyPartExamined is EXTREMITY, not the chest"):
         check_body_part("EXTREMITY")

@@ -112,6 +112,17 @@ def test_quoted_values_from_file_libraries_are_scrubbed_and_errors_stay_errors(c
     assert " ERROR pydicom.pixels: decoder failed on '...'" in out
 
 
+def test_a_file_librarys_traceback_is_scrubbed_too(capture_log):
+    logsetup.setup_logging("INFO", stream=capture_log)
+    try:
+        int("Smith^Johanna")
+    except ValueError:
+        logging.getLogger("pydicom.filereader").exception("cannot read element")
+    out = capture_log.getvalue()
+    assert "Traceback" in out and "ValueError" in out          # the error itself still shows
+    assert "Smith" not in out and "Johanna" not in out
+
+
 OPENCV_NOISE = """
 import cv2, numpy as np
 from edge.logsetup import setup_logging

@@ -226,7 +226,10 @@ class CaptureFolders:
         settle again); returns its path there."""
         self._sync_claim_sources()
         with self._move_lock:      # the name is taken by the rename; the syncs need no lock
-            target = os.path.join(self.incoming, _free_name(self.incoming, os.path.basename(claimed.name)))
+            name = os.path.basename(claimed.name)       # as the cart wrote it, unless another took it
+            if os.path.lexists(os.path.join(self.incoming, name)):
+                name = _free_name(self.incoming, name)
+            target = os.path.join(self.incoming, name)
             _rename(claimed, target, "cannot return %s to incoming/" % claimed.label)
         return _synced(claimed, target)
 

@@ -24,7 +24,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import FrozenSet, Optional
 
-from edge.decode.withheld import MASK, scrub_within
+from edge.decode.withheld import MASK, plain, scrub_within, with_date_spellings
 
 NAME_MAX = 255   # bytes, ext4/xfs/btrfs and most others
 
@@ -67,11 +67,11 @@ def fit_name(name: str, reserve: int = 0, limit: int = NAME_MAX) -> str:
     return os.fsdecode(stem[:keep] + tag + ext)
 
 
-# YYYYMMDD / YYYY-MM-DD / YYYY.MM.DD and DD.MM.YYYY / DD-MM-YYYY / DD_MM_YYYY,
-# years 1900-2099, not inside a longer digit run.
+# YYYYMMDD / YYYY-MM-DD / YYYY.MM.DD / YYYY MM DD and DD.MM.YYYY / DD-MM-YYYY /
+# DD_MM_YYYY / DD MM YYYY, years 1900-2099, not inside a longer digit run.
 _DATE_RUN = re.compile(
-    r"(?<![0-9])(?:(?:19|20)[0-9]{2}([-._]?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12][0-9]|3[01])"
-    r"|(?:0?[1-9]|[12][0-9]|3[01])([-._])(?:0?[1-9]|1[0-2])\2(?:19|20)[0-9]{2})(?![0-9])")
+    r"(?<![0-9])(?:(?:19|20)[0-9]{2}([-._ ]?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0?[1-9]|[12][0-9]|3[01])([-._ ])(?:0?[1-9]|1[0-2])\2(?:19|20)[0-9]{2})(?![0-9])")
 
 
 def mask_dates(text: str) -> str:
@@ -94,20 +94,15 @@ def safe_label(name: str, sight: Optional[Sight], neutral: str) -> str:
     if sight is None or sight.kind not in ("dicom", "raster"):
         return neutral
     shown = display_name(name)
+    # Matched on the plain form too (NFKC, no accents, no zero-width or other
+    # format characters): "Smi\u200bth", a decomposed "Sio\u0301bhan" or a
+    # full-width "\uff33mith" must not slip past. When only the plain form
+    # shows a match, the plain form is what is shown.
+    simple = display_name(plain(name))
     if sight.kind == "dicom":
-        return scrub_within(shown, with_date_spellings(sight.words))
-    return mask_dates(shown)
+        words = with_date_spellings(sight.words)
+        masked = scrub_within(simple, words)
+        return masked if masked != simple else scrub_within(shown, words)
+    masked = mask_dates(simple)
+    return masked if masked != simple else mask_dates(shown)
 
-
-def with_date_spellings(words: FrozenSet[str]) -> FrozenSet[str]:
-    """`words` plus the ways a cart may spell an 8-digit birth date in a
-    name: 13.02.1948, 13-02-1948, 13_02_1948, 13021948, 1948-02-13 ..., and
-    with a 2-digit year: 13.02.48, 130248, 48-02-13 ..."""
-    more = set(words)
-    for w in words:
-        if len(w) == 8 and w.isdigit() and w[:2] in ("19", "20"):
-            y, m, d = w[:4], w[4:6], w[6:]
-            for sep in (".", "-", "_", ""):
-                for year in (y, y[2:]):
-                    more.update((sep.join((d, m, year)), sep.join((year, m, d))))
-    return frozenset(more)

@@ -31,6 +31,7 @@ class SettleTracker:
     def __init__(self, settle_s: float):
         self.settle_s = max(0.0, float(settle_s))
         self._seen = {}  # type: Dict[str, _Seen]
+        self._holds = {}  # type: Dict[str, float]    # name -> not ready before this time
 
     def observe(self, name: str, size: int, mtime_ns: int, now: float,
                 complete: bool = False) -> bool:
@@ -39,8 +40,11 @@ class SettleTracker:
         the settle wait is skipped."""
         seen = self._seen.get(name)
         if seen is None or seen.size != size or seen.mtime_ns != mtime_ns:
-            # New or changed: the settle clock (re)starts from this sighting.
-            seen = _Seen(size, mtime_ns, now)
+            # New or changed: the settle clock (re)starts from this sighting; a held
+            # name's first sighting starts it so that it is ready at the hold's end.
+            held = self._holds.pop(name, None)
+            since = now if held is None or seen is not None else max(now, held - self.settle_s)
+            seen = _Seen(size, mtime_ns, since)
             self._seen[name] = seen
         if seen.handed or (not complete and now - seen.since < self.settle_s):
             return False
@@ -50,6 +54,12 @@ class SettleTracker:
     def forget(self, name: str) -> None:
         self._seen.pop(name, None)
 
+    def hold(self, name: str, until: float) -> None:
+        """`name`, forgotten, is not ready before `until` unless it changes
+        after it is next seen (a cut-off file whose writer may resume)."""
+        self._seen.pop(name, None)
+        self._holds[name] = until
+
     def update(self, observations: Mapping[str, Tuple[int, int]], now: float,
                complete: AbstractSet[str] = frozenset()) -> List[str]:
         """Observe a whole directory listing {name: (size, mtime_ns)}; names
@@ -58,6 +68,8 @@ class SettleTracker:
         wrote them)."""
         for name in [n for n in self._seen if n not in observations]:
             del self._seen[name]
+        for name in [n for n, until in self._holds.items() if until < now and n not in observations]:
+            del self._holds[name]
         ready = [name for name, (size, mtime_ns) in observations.items()
                  if self.observe(name, size, mtime_ns, now, name in complete)]
         ready.sort(key=lambda n: (self._seen[n].mtime_ns, n))

@@ -163,11 +163,15 @@ class Watcher:
         else:
             time.sleep(seconds)
 
-    def again(self, path: str, returned: bool = False) -> None:
+    def again(self, path: str, returned: bool = False, hold_s: float = 0.0) -> None:
         """Report `path` again once it has settled anew: its claim failed, or
-        the appliance put it back (`returned`) because its writer is not done."""
+        the appliance put it back (`returned`) because its writer is not done;
+        `hold_s` > 0: not before that many seconds unless it changes."""
         name = os.path.basename(path)
-        self._tracker.forget(name)
+        if hold_s > 0:
+            self._tracker.hold(name, self._clock() + hold_s)
+        else:
+            self._tracker.forget(name)
         self._moved_in.discard(name)
         if returned:
             self._returned.add(name)

@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Optional
 
-from edge.errors import CorruptImage, DecodeError, ImageTooLarge, NotAnImage
+from edge.errors import CorruptImage, DecodeError, ImageTooLarge, NotAnImage, Truncated
 from edge.settings import DecodeSettings
 from edge.types import Image
 
@@ -46,7 +46,7 @@ def decode_bytes(data: bytes, settings: Optional[DecodeSettings] = None, name: s
     except Exception as exc:  # noqa: BLE001 - the contract: hostile bytes end as DecodeError
         log.debug("decode: %s from the parser (message withheld: it may quote file values)",
                   type(exc).__name__)
-        raise CorruptImage("file is damaged: its header or pixel data cannot be parsed (%s)"
+        raise Truncated("file is damaged: its header or pixel data cannot be parsed (%s)"
                            % type(exc).__name__)
 
 

@@ -5,7 +5,7 @@ a wrong modality or an absurd declared size is refused without allocating.
 """
 import math
 import re
-from typing import Optional, Sequence
+from typing import FrozenSet, Optional, Sequence
 
 import numpy as np
 
@@ -18,23 +18,38 @@ from edge.settings import DecodeSettings
 LATERAL_VIEWS = frozenset({"LL", "RL", "LLD", "RLD", "LAT", "LATERAL",
                            "LEFT LATERAL", "RIGHT LATERAL"})
 
+# DICOM's defined terms for ViewPosition, plus the lateral spellings above.
+VIEW_POSITIONS = frozenset({"AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO"}) | LATERAL_VIEWS
+
 GREY_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2"})
+# PS3.3 C.7.6.3.1.2, current and retired.
+PHOTOMETRICS = GREY_PHOTOMETRICS | frozenset({
+    "PALETTE COLOR", "RGB", "HSV", "ARGB", "CMYK", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_422",
+    "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "XYB"})
+# PS3.3 C.7.3.1.1.1 Modality defined terms, current and retired.
+MODALITIES = frozenset((
+    "AR ASMT AU BDUS BI BMD CFM CR CT CTPROTOCOL DMS DG DOC DX ECG EEG EMG EOG EPS ES FID GM HC HD "
+    "IO IOL IVOCT IVUS KER KO LEN LS MG MR M3D NM OAM OCT OP OPM OPT OPTBSV OPTENF OPV OSS OT PA PLAN "
+    "POS PR PT PX REG RESP RF RG RTDOSE RTIMAGE RTINTENT RTPLAN RTRAD RTRECORD RTSEGANN RTSTRUCT RWV "
+    "SEG SM SMR SR SRF STAIN TEXTUREMAP TG US VA XA XAPROTOCOL XC "
+    "AS CD CF CP CS DD DF DM DS EC FA FS LP MA MS OPR ST VF").split())
 
 # DICOM Code String: upper case, digits, space, underscore, at most 16 characters.
 _CODE_STRING = re.compile(r"^[A-Z0-9 _]{1,16}$")
 
 
-def shown_value(value: Optional[str]) -> str:
-    """A header value as it may appear in a message: a well-formed code
-    string as is, anything else only described. A corrupted length makes a
-    value run into the next elements (the patient's name, birth date), so a
-    raw value is never quoted."""
+def shown_value(value: Optional[str], vocabulary: FrozenSet[str]) -> str:
+    """A header value as it may appear in a message: one of the standard's
+    terms (`vocabulary`) as is, anything else only described. A well-formed
+    code string can still be the patient's name or birth date run into a term
+    (Modality "DX19480213"), and a corrupted length makes a value run on into
+    the next elements, so a value outside the vocabulary is never quoted."""
     if value is None:
         return "none"
-    text = value.strip()
-    if _CODE_STRING.match(text):
+    text = value.strip().upper()
+    if text in vocabulary:
         return text
-    return "a malformed value (%d characters, not a DICOM code string)" % len(value)
+    return "an unlisted value (%d characters, not quoted)" % len(value)
 
 
 def code_string(value: Optional[str]) -> Optional[str]:
@@ -76,7 +91,7 @@ def check_modality(modality: Optional[str], settings: DecodeSettings) -> None:
                                   "(allowed: %s)" % listed)
     if modality.strip().upper() not in allowed:
         raise UnsupportedModality("modality %s is not a chest radiograph (allowed: %s)"
-                                  % (shown_value(modality), listed))
+                                  % (shown_value(modality, MODALITIES), listed))
 
 
 def check_view(view_position: Optional[str], settings: DecodeSettings) -> None:
@@ -86,7 +101,7 @@ def check_view(view_position: Optional[str], settings: DecodeSettings) -> None:
     if view in LATERAL_VIEWS or "LATERAL" in view:
         raise UnsupportedImage("view position %s is a lateral view; the models read frontal "
                                "(PA/AP) chest radiographs only (decode.reject_lateral)"
-                               % shown_value(view))
+                               % shown_value(view, VIEW_POSITIONS))
 
 
 def check_frames(n_frames: int) -> None:
@@ -99,7 +114,7 @@ def check_grey(samples_per_pixel: int, photometric: str) -> None:
     if samples_per_pixel != 1 or photometric not in GREY_PHOTOMETRICS:
         raise UnsupportedImage("DICOM is colour (%s, %d samples per pixel); only greyscale "
                                "MONOCHROME1/MONOCHROME2 radiographs are accepted"
-                               % (shown_value(photometric) if photometric
+                               % (shown_value(photometric, PHOTOMETRICS) if photometric
                                   else "no photometric interpretation", samples_per_pixel))
 
 
@@ -128,12 +143,15 @@ def first_value(value: object) -> Optional[float]:
 
 
 def check_rescale(keyword: str, value: object) -> None:
-    """A Rescale Slope/Intercept that is present must be a finite number: the
-    stored values mean nothing without it, so the film is damaged."""
+    """A Rescale Slope/Intercept that is present must be a finite number, and a
+    slope not 0: the stored values mean nothing without it, so the film is damaged."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return
-    if first_value(value) is None:
+    number = first_value(value)
+    if number is None:
         raise CorruptImage("DICOM %s is present but not a finite number (header damaged)" % keyword)
+    if keyword == "RescaleSlope" and number == 0:
+        raise CorruptImage("DICOM RescaleSlope is 0: every pixel would have the same value (header damaged)")
 
 
 def check_float32_map(a: float, b: float) -> None:

@@ -11,7 +11,7 @@ import struct
 import zlib
 from typing import Optional, Tuple, Union
 
-from edge.errors import CorruptImage, ImageTooLarge
+from edge.errors import ImageTooLarge, Truncated
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 EXPLICIT_LE = b"1.2.840.10008.1.2.1\0"          # even length, as written
@@ -97,7 +97,7 @@ def inflate_if_deflated(data: bytes, max_bytes: int) -> Tuple[Union[bytes, bytea
             raise ImageTooLarge("deflated DICOM inflates to more than the %.0f MB limit "
                                 "(decode.max_file_mb)" % (max_bytes / 1048576.0))
     except zlib.error:
-        raise CorruptImage("deflated DICOM data set cannot be inflated (stream damaged)")
+        raise Truncated("deflated DICOM data set cannot be inflated (stream damaged)")
     value, length = ts
     out[value:value + length] = EXPLICIT_LE
     struct.pack_into("<H", out, value - 2, len(EXPLICIT_LE))

@@ -20,7 +20,7 @@ try:  # pydicom 3.x
 except ImportError:  # pydicom 2.x
     from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi_lut
 
-from edge.errors import CorruptImage, DecodeError, MissingDecoder, NotAnImage, UnsupportedImage
+from edge.errors import CorruptImage, DecodeError, MissingDecoder, NotAnImage, Truncated, UnsupportedImage
 from edge.settings import DecodeSettings
 from edge.types import Image
 
@@ -31,8 +31,8 @@ from .jpeg_baseline import decode_baseline
 from .native_reduce import reduce_native
 from .native_view import native_view
 from .raster import check_jpeg_scans
-from .withheld import patient_words, scrub, withheld
-from .checks import (LATERAL_VIEWS, check_dimensions, check_frames, check_grey,
+from .withheld import patient_words, scrub, scrub_within, with_date_spellings, withheld
+from .checks import (VIEW_POSITIONS, check_dimensions, check_frames, check_grey,
                      check_float32_map, check_modality, check_rescale, check_view, code_string, first_value,
                      plausible_spacing)
 
@@ -76,7 +76,7 @@ def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Im
     data, deflated = inflate_if_deflated(data, int(settings.max_file_mb * 1048576))
     check_header_elements(data)
     header, fp = _read(data, stop_before_pixels=True)
-    words = patient_words(header)
+    words = with_date_spellings(patient_words(header))
     try:
         image = _decode_dicom(data, header, fp, settings, min_side, words)
         return replace(image, transfer_syntax=UID(DEFLATED).name) if deflated else image
@@ -130,9 +130,10 @@ def _decode_pixels(data: bytes, header: "pydicom.Dataset", ts: str, settings: De
     codec for its transfer syntax (reduced where one allows it)."""
     ds = _read(data, stop_before_pixels=False)[0]
     _set_transfer_syntax(ds, ts)
+    check_pixel_cells(ds)       # the float pixel elements: the header read stopped before them
     if "PixelData" not in ds:
         # pydicom drops an encapsulated Pixel Data element that ends early.
-        raise CorruptImage("DICOM declares a %d x %d image but its pixel data is missing "
+        raise Truncated("DICOM declares a %d x %d image but its pixel data is missing "
                            "(file truncated or damaged)" % (int(header.Columns), int(header.Rows)))
     if ts in _NATIVE:
         _check_native_length(ds)
@@ -177,7 +178,7 @@ def _read(data: bytes, stop_before_pixels: bool) -> Tuple["pydicom.Dataset", io.
         ds = pydicom.dcmread(fp, force=not has_preamble, stop_before_pixels=stop_before_pixels)
         return ds, fp
     except Exception as exc:  # InvalidDicomError, EOFError, struct.error, zlib.error ...
-        raise CorruptImage("DICOM header cannot be read (%s)" % type(exc).__name__)
+        raise Truncated("DICOM header cannot be read (%s)" % type(exc).__name__)
 
 
 def _transfer_syntax(ds: "pydicom.Dataset") -> str:
@@ -215,7 +216,7 @@ def _check_header(ds: "pydicom.Dataset", ts: str, settings: DecodeSettings,
     if modality:                    # the most useful reason first, even for a cut file
         check_modality(modality, settings)
     if not pixels_follow and ("Modality" not in ds or "Rows" not in ds):
-        raise CorruptImage("DICOM file ends before its image data (truncated, or not an image)")
+        raise Truncated("DICOM file ends before its image data (truncated, or not an image)")
     check_modality(modality, settings)
     if "Rows" not in ds or "Columns" not in ds:
         raise NotAnImage("DICOM has no Rows/Columns (it is not an image object)")
@@ -223,10 +224,31 @@ def _check_header(ds: "pydicom.Dataset", ts: str, settings: DecodeSettings,
     check_grey(int(ds.get("SamplesPerPixel") or 1),
                str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper())
     check_dimensions(int(ds.Rows), int(ds.Columns), settings)
+    check_pixel_cells(ds)
     check_view(_text(ds, "ViewPosition"), settings)
     problem = decoder_problem(ts)
     if problem:
         raise MissingDecoder(problem)
+
+
+# Pixel cell sizes a grey radiograph is stored in (PS3.5 8.1.1; 12 is packed, not a radiograph's).
+_BITS_ALLOCATED = (8, 16, 32)
+
+
+def check_pixel_cells(ds: "pydicom.Dataset") -> None:
+    """Refuse pixels the decoder does not read, naming them, before pydicom
+    fails on them with an error that reads like damage."""
+    for keyword in ("FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in ds:
+            raise UnsupportedImage("DICOM holds %s (a parametric map), not the integer pixel data of a "
+                                   "radiograph" % keyword)
+    try:
+        bits = int(ds.get("BitsAllocated") or 16)
+    except (TypeError, ValueError):
+        raise CorruptImage("DICOM BitsAllocated is not a number (header damaged)") from None
+    if bits not in _BITS_ALLOCATED:
+        raise UnsupportedImage("DICOM BitsAllocated is %d; only 8-, 16- or 32-bit pixel cells are read "
+                               "(packed 12-bit pixels are not)" % bits)
 
 
 def decoder_problem(ts: str) -> Optional[str]:
@@ -265,7 +287,7 @@ def _check_native_length(ds: "pydicom.Dataset") -> None:
     expected = int(ds.Rows) * int(ds.Columns) * ((bits + 7) // 8)
     got = len(ds.PixelData)
     if got < expected:
-        raise CorruptImage("DICOM pixel data is truncated: %d bytes of the %d a %d x %d image needs"
+        raise Truncated("DICOM pixel data is truncated: %d bytes of the %d a %d x %d image needs"
                            % (got, expected, int(ds.Columns), int(ds.Rows)))
 
 
@@ -276,7 +298,7 @@ def _pixel_array(ds: "pydicom.Dataset", ts: str) -> np.ndarray:
         raise MissingDecoder("transfer syntax %s cannot be decoded here: %s (%s)"
                              % (UID(ts).name, install_hint(ts), type(exc).__name__))
     except Exception as exc:  # each plugin raises its own types on damaged data
-        raise CorruptImage("DICOM pixel data (%s) cannot be decoded (%s)"
+        raise Truncated("DICOM pixel data (%s) cannot be decoded (%s)"
                            % (UID(ts).name, type(exc).__name__))
 
 
@@ -290,7 +312,8 @@ def to_display(raw: np.ndarray, ds: "pydicom.Dataset", invert: bool) -> np.ndarr
         values = raw
         check_rescale("RescaleSlope", ds.get("RescaleSlope"))
         check_rescale("RescaleIntercept", ds.get("RescaleIntercept"))
-        slope = float(first_value(ds.get("RescaleSlope")) or 1.0)
+        slope = first_value(ds.get("RescaleSlope"))
+        slope = 1.0 if slope is None else float(slope)        # absent; 0 was refused above
         intercept = float(first_value(ds.get("RescaleIntercept")) or 0.0)
 
     if "VOILUTSequence" in ds:
@@ -399,12 +422,8 @@ def _text(ds: "pydicom.Dataset", keyword: str) -> Optional[str]:
     return text or None
 
 
-# DICOM's defined terms for ViewPosition, plus the lateral spellings checks.py knows.
-# Only these are emitted: a free-text value could be anything a person typed.
-VIEW_POSITIONS = frozenset({"AP", "PA", "LL", "RL", "RLD", "LLD", "RLO", "LLO"}) | LATERAL_VIEWS
-
-
 def _view_position(ds: "pydicom.Dataset") -> Optional[str]:
+    # Only the standard's terms are emitted: a free-text value could be anything a person typed.
     view = code_string(_text(ds, "ViewPosition"))
     return view if view in VIEW_POSITIONS else None
 
@@ -418,8 +437,8 @@ def _uid(ds: "pydicom.Dataset", keyword: str) -> Optional[str]:
 
 
 def _unless_mentioned(value: Optional[str], words: FrozenSet[str]) -> Optional[str]:
-    """An identifier that names the patient is not emitted at all."""
-    return None if value is None or withheld(value, words) != value else value
+    """An identifier that names the patient, or holds the birth date, is not emitted at all."""
+    return None if value is None or scrub_within(value, words) != value else value
 
 
 def _short_string(ds: "pydicom.Dataset", keyword: str) -> Optional[str]:

@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from edge.errors import CorruptImage, NotAChestRadiograph, UnsupportedImage
+from edge.errors import CorruptImage, NotAChestRadiograph, Truncated, UnsupportedImage
 from edge.settings import DecodeSettings
 from edge.types import Image
 
@@ -26,7 +26,7 @@ COLOUR_SHARE_MAX = 0.05            # share of (sampled) pixels above CHROMA_LEVE
 def png_size(data: bytes) -> Tuple[int, int]:
     """(rows, columns) from the IHDR chunk, which PNG requires to come first."""
     if len(data) < 33 or data[12:16] != b"IHDR":
-        raise CorruptImage("PNG is truncated or damaged: its IHDR header is missing")
+        raise Truncated("PNG is truncated or damaged: its IHDR header is missing")
     width, height = struct.unpack(">II", data[16:24])
     return height, width
 
@@ -90,12 +90,12 @@ def check_png_chunks(data: bytes) -> None:
         (length,) = struct.unpack(">I", data[pos:pos + 4])
         kind = data[pos + 4:pos + 8]
         if length > n - pos - 12:
-            raise CorruptImage("PNG is damaged: a chunk declares %d bytes, more than the file holds"
+            raise Truncated("PNG is damaged: a chunk declares %d bytes, more than the file holds"
                                % length)
         pos += 12 + length
         if kind == b"IEND":
             return
-    raise CorruptImage("PNG is truncated: it has no IEND end chunk")
+    raise Truncated("PNG is truncated: it has no IEND end chunk")
 
 
 def _check_complete(data: bytes, fmt: str) -> None:
@@ -103,9 +103,9 @@ def _check_complete(data: bytes, fmt: str) -> None:
     the end markers ourselves."""
     tail = data[-64:]
     if fmt == "png" and b"IEND" not in tail:
-        raise CorruptImage("PNG is truncated: it has no IEND end chunk")
+        raise Truncated("PNG is truncated: it has no IEND end chunk")
     if fmt == "jpeg" and b"\xff\xd9" not in tail:
-        raise CorruptImage("JPEG is truncated: it has no end-of-image marker")
+        raise Truncated("JPEG is truncated: it has no end-of-image marker")
 
 
 def decode_raster(data: bytes, fmt: str, settings: DecodeSettings, min_side: int = 0) -> Image:
@@ -129,7 +129,7 @@ def decode_raster(data: bytes, fmt: str, settings: DecodeSettings, min_side: int
     if img is None:
         img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise CorruptImage("%s is damaged: OpenCV could not decode it" % fmt.upper())
+        raise Truncated("%s is damaged: OpenCV could not decode it" % fmt.upper())
     if original_hw is None:
         check_dimensions(img.shape[0], img.shape[1], settings)
 

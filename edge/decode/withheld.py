@@ -60,12 +60,32 @@ def _name_forms(word: str) -> Set[str]:
     Siobhán); upper-cased, 2 characters or more, a part 3 or more (an
     anonymised "CQ500-CT-310" must not mask the modality CT everywhere)."""
     forms = {word, _INNER.sub("", word)} | {p for p in _INNER.split(word) if len(p) >= 3}
-    forms |= {_unaccented(f) for f in forms}
+    forms |= {plain(f) for f in forms}
     return {f.upper() for f in forms if len(f) >= 2}
 
 
-def _unaccented(text: str) -> str:
-    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+def plain(text: str) -> str:
+    """`text` in its compatibility form without accents or format characters:
+    full-width letters as ASCII, "Siobha\u0301n" and "Siobh\u00e1n" both as
+    "Siobhan", a zero-width space or joiner dropped. Names are matched in
+    this form on both sides."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text)
+                   if not unicodedata.combining(c) and unicodedata.category(c) != "Cf")
+
+
+def with_date_spellings(words: FrozenSet[str]) -> FrozenSet[str]:
+    """`words` plus the ways a cart or a hand-edited header may spell an
+    8-digit birth date: 13.02.1948, 13-02-1948, 13_02_1948, 13 02 1948,
+    13/02/1948, 13021948, 1948-02-13 ..., and with a 2-digit year: 13.02.48,
+    130248, 48-02-13 ..."""
+    more = set(words)
+    for w in words:
+        if len(w) == 8 and w.isdigit() and w[:2] in ("19", "20"):
+            y, m, d = w[:4], w[4:6], w[6:]
+            for sep in (".", "-", "_", " ", "/", ""):
+                for year in (y, y[2:]):
+                    more.update((sep.join((d, m, year)), sep.join((year, m, d))))
+    return frozenset(more)
 
 
 def _alternatives(words: Iterable[str]) -> str:

@@ -4,13 +4,13 @@ Job ready for the models."""
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 from edge.capture.folders import CaptureFolders, Claimed
 from edge.capture.ledger import Ledger
 from edge.capture.watcher import Watcher
 from edge.decode import decode_bytes
-from edge.errors import CorruptImage, DecodeError, NotAnImage
+from edge.errors import DecodeError, NotAnImage, Truncated
 from edge.pipeline import Pipeline
 from edge.settings import Settings
 from edge.stages.job import Job, Outcome
@@ -30,6 +30,8 @@ class Intake:
         self.rejections, self.tally, self._stop = rejections, tally, stop
         self._watcher = watcher            # made at start(): absent for callers without threads
         self._decode_side = decode_side
+        self._cut_off = {}  # type: Dict[str, float]   # sha256 -> when first found cut off (monotonic)
+        self._cut_off_lock = threading.Lock()
 
     def run(self, job: Job) -> Optional[Outcome]:
         """The Outcome when the file ends here; None when job.prepared is ready."""
@@ -60,35 +62,50 @@ class Intake:
         except FileNotFoundError:
             return Outcome(claimed.label, "vanished")
         except DecodeError as exc:
-            if self._writer_not_done(claimed, exc):
-                return self._return(claimed)
+            hold = self._writer_not_done(claimed, exc)
+            if hold is not None:
+                return self._return(claimed, hold)
             return self.rejections.reject(claimed, exc.code, str(exc))
         del data
         job.data = None              # the bytes are decoded: do not hold them while the models run
         job.prepared = self.pipeline.prepare(job.image)
         return None
 
-    def _writer_not_done(self, claimed: Claimed, exc: DecodeError) -> bool:
-        """A file that looks cut off may still be being written (a writer that
-        paused longer than settle_s). If it changed since it was read, or
-        changes within one more settle_s while it is still fresh, it goes
-        back to incoming/ instead of being rejected."""
-        if not isinstance(exc, (CorruptImage, NotAnImage)):
-            return False
+    def _writer_not_done(self, claimed: Claimed, exc: DecodeError) -> Optional[float]:
+        """A file that looks cut off may still be being written: a writer that
+        paused longer than settle_s (a network share, a busy cart). Unless it
+        has been unchanged for capture.write_grace_s (by its mtime, and by our
+        own clock since we first found it cut off, for a writer whose clock is
+        wrong) it goes back to incoming/, to be read again after the returned
+        hold (seconds; 0 when it has already changed). None: reject it."""
+        if not isinstance(exc, (Truncated, NotAnImage)):     # a NaN slope is not a pause
+            return None
         if self.folders.changed(claimed):
-            return True
-        settle = self.settings.capture.settle_s
+            return 0.0
+        grace = self.settings.capture.write_grace_s
+        now = time.monotonic()
         mtime_ns = claimed.stat_key[1] if claimed.stat_key else 0
-        if settle > 0 and time.time() - mtime_ns / 1e9 < 4 * settle:
-            self._stop.wait(settle)
-            return self.folders.changed(claimed)
-        return False
+        with self._cut_off_lock:
+            for sha in [k for k, t in self._cut_off.items() if now - t > 2 * grace + 60]:
+                del self._cut_off[sha]                    # a file that changed, or left, long ago
+            first = self._cut_off.setdefault(claimed.sha256, now)
+            if grace <= 0 or time.time() - mtime_ns / 1e9 >= grace or now - first >= grace:
+                self._cut_off.pop(claimed.sha256, None)
+                return None
+        if now == first:
+            log.info("%s reads as cut off (%s); its writer may have paused: it is read again until it has "
+                     "been unchanged for %g s (capture.write_grace_s), then rejected", claimed.label,
+                     exc.code, grace)
+        return max(self.settings.capture.settle_s, 1.0)
 
-    def _return(self, claimed: Claimed) -> Outcome:
+    def _return(self, claimed: Claimed, hold_s: float = 0.0) -> Outcome:
         where = self.folders.unclaim(claimed)
         watcher = self._watcher()
         if watcher is not None:
-            watcher.again(where, returned=True)
+            watcher.again(where, returned=True, hold_s=hold_s)
         self.tally.count("returned")
-        log.info("%s is still being written; returned to incoming/ to settle again", claimed.label)
+        if hold_s > 0:     # said once, when first found cut off
+            log.debug("%s returned to incoming/, read again in %g s", claimed.label, hold_s)
+        else:
+            log.info("%s is still being written; returned to incoming/ to settle again", claimed.label)
         return Outcome(claimed.label, "returned")
