@@ -70,7 +70,7 @@ RUNTIME_TESTS := tests/test_decode*.py tests/test_capture_*.py tests/test_config
 RUNTIME_TESTS += tests/test_build_engine_profiles.py tests/test_helpers_import.py
 RUNTIME_TESTS += tests/test_dicom_*.py tests/test_pacs_*.py tests/test_fleet_*.py
 RUNTIME_TESTS += tests/test_postprocess_exact.py
-RUNTIME_TESTS += tests/test_warmup_film.py tests/test_parity_columns.py tests/test_allocator.py tests/test_after_thread.py tests/test_pipeline_one_graph.py
+RUNTIME_TESTS += tests/test_warmup_film.py tests/test_parity_columns.py tests/test_allocator.py tests/test_after_thread.py tests/test_pipeline_one_graph.py tests/test_polarity.py
 venv-floor: $(FSTAMP)
 $(FSTAMP): requirements/floor-py38.txt
 	@test -x $(FLOOR)/bin/python || $(PY) -m venv $(FLOOR)

@@ -68,6 +68,13 @@ class NotAChestRadiograph(DecodeError):
     code = "not_a_chest_radiograph"
 
 
+class InvertedGreyscale(UnsupportedImage):
+    """A chest film whose grey scale is the wrong way round (lungs bright,
+    spine dark): mislabelled MONOCHROME1/2, a negative slope, an inverted
+    export. The models would read it as another film (edge/polarity.py)."""
+    code = "inverted_greyscale"
+
+
 class ImageTooLarge(DecodeError):
     code = "too_large"
 

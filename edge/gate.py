@@ -19,11 +19,11 @@ Two gates:
 from typing import Optional
 
 from edge.decode.checks import shown_value
-from edge.errors import NotAChestRadiograph
+from edge.errors import InvertedGreyscale, NotAChestRadiograph
 
 # The classifier manifest's thresholds that switch the learned gate on (edge/postprocess.py
 # resolve_thresholds reads them; the bench drops them for generated phantoms).
-LEARNED_LIMITS = ("ood_max", "layout_max")
+LEARNED_LIMITS = ("ood_max", "layout_max", "polarity_min")
 
 # BodyPartExamined values that name or include the chest (DICOM PS3.16 CID 4031
 # code meanings as modalities write them; compared upper-cased, letters and digits only).
@@ -71,3 +71,16 @@ def check_ood(distance: Optional[float], ood_max: Optional[float], what: str = "
         raise NotAChestRadiograph("the image does not look like a chest radiograph (%s distance %.1f "
                                   "> %.1f, the most any training chest film reached with margin)"
                                   % (what, distance, ood_max))
+
+
+def check_polarity(correlation: float, polarity_min: Optional[float]) -> None:
+    """Refuse a film whose layout correlates with the mean chest film's below
+    polarity_min (edge/polarity.py): its grey scale is inverted."""
+    if polarity_min is None:
+        return
+    if not correlation >= polarity_min:      # NaN refuses too
+        raise InvertedGreyscale(
+            "the film's grey scale looks inverted (lungs bright, spine dark: correlation %.2f with the mean "
+            "chest film, below %.2f): a MONOCHROME1 film labelled MONOCHROME2, a negative RescaleSlope or an "
+            "inverted export; the models would misread it. Send it the right way round"
+            % (correlation, polarity_min))

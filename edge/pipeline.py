@@ -10,7 +10,8 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from edge.inference.backend import Backend
-from edge.gate import check_body_part, check_ood
+from edge import polarity
+from edge.gate import check_body_part, check_ood, check_polarity
 from edge.postprocess import (Thresholds, classifier_logit, classifier_probability, layout_distance, make_finding,
                               ood_distance, parse_calibration, resolve_thresholds, segmenter_probability,
                               skip_segmenter)
@@ -75,7 +76,8 @@ class Pipeline:
         input is made here and dropped with the call). Raises NotAChestRadiograph (a DecodeError: the
         file is rejected with that code) for a DICOM whose BodyPartExamined
         names another body part, or when the classifier's feature or layout
-        distance is past the manifest's ood_max / layout_max."""
+        distance is past the manifest's ood_max / layout_max; InvertedGreyscale
+        when the input's layout correlation is below polarity_min."""
         check_body_part(prepared.image.body_part_examined)
         th = thresholds or self.thresholds
         timings = dict(prepared.timings_ms)
@@ -99,6 +101,10 @@ class Pipeline:
         timings["classify_ms"] = (t2 - t1) * 1000.0
         check_ood(ood_distance(raw, self.classifier.manifest), th.ood_max)
         check_ood(layout_distance(raw, self.classifier.manifest), th.layout_max, "layout")
+        # after the not-a-chest gate, which owns the reason for a photograph or an MR (their
+        # correlation with a chest layout says nothing), before the finding is made
+        if th.polarity_min is not None:
+            check_polarity(polarity.correlation(prepared.cls_in), th.polarity_min)
 
         seg_prob = geo = None
         if joined_mask is not None:

@@ -50,6 +50,7 @@ class Thresholds:
     probability: Optional[float] = None  # decision threshold on the calibrated p (with a calibration)
     ood_max: Optional[float] = None      # not-a-chest gate on the classifier's feature distance
     layout_max: Optional[float] = None   # not-a-chest gate on the classifier's layout distance
+    polarity_min: Optional[float] = None  # inverted-grey-scale gate on the layout correlation (edge/polarity.py)
 
     def as_dict(self):
         d = asdict(self)
@@ -119,6 +120,7 @@ def resolve_thresholds(classifier: ModelManifest, segmenter: ModelManifest,
                      if "probability" in segmenter.thresholds else None),
         ood_max=_optional(classifier, "ood_max"),
         layout_max=_optional(classifier, "layout_max"),
+        polarity_min=_optional(classifier, "polarity_min"),
     )
 
 

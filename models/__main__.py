@@ -93,6 +93,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--segmenter", default="models/segmenter/segmenter.onnx")
     p.add_argument("--out", required=True, help="the joined graph's .onnx")
 
+    p = sub.add_parser("polarity", help="the mean chest layout the grey-scale polarity check uses, "
+                                         "with its cross-source check")
+    p.add_argument("--classifier", default="models/classifier/classifier.json")
+    p.add_argument("--data", default="../shared/data")
+    p.add_argument("--write", action="store_true", help="write edge/polarity_template.py")
+
     p = sub.add_parser("gate-eval", help="the not-a-chest gate on non-chest images and on every chest film here")
     p.add_argument("--classifier", default="models/classifier/classifier.json")
     p.add_argument("--segmenter", default="models/segmenter/segmenter.json")
@@ -149,6 +155,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .one_graph import write
         made = write(args.classifier, args.segmenter, args.out)
         print("%s: %d nodes, the encoder's %d once" % (args.out, made["nodes"], made["encoder_nodes"]))
+    elif args.cmd == "polarity":
+        from .polarity import run
+        run(args.data, args.classifier, args.write)
     elif args.cmd == "gate-eval":
         import json
         from .gate_eval import degraded_chest, gate_eval
