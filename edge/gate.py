@@ -18,7 +18,7 @@ Two gates:
 """
 from typing import Optional
 
-from edge.decode.checks import shown_value
+from edge.decode.checks import code_string, shown_value
 from edge.errors import InvertedGreyscale, NotAChestRadiograph
 
 # The classifier manifest's thresholds that switch the learned gate on (edge/postprocess.py
@@ -59,8 +59,12 @@ def check_body_part(body_part: Optional[str]) -> None:
 
 
 def _shown_body_part(value: str) -> str:
-    """The value as written when its letters and digits spell a term, else described."""
-    return value.strip() if _norm(value) in BODY_PARTS else shown_value(value, frozenset())
+    """The term its letters and digits spell (as written when that is a plain
+    code string: "WHOLE BODY"), else described: symbols around a term
+    ("HAND" and a name in circled letters) are never quoted."""
+    if _norm(value) not in BODY_PARTS:
+        return shown_value(value, frozenset())
+    return code_string(value) or _norm(value)
 
 
 def check_ood(distance: Optional[float], ood_max: Optional[float], what: str = "feature") -> None:

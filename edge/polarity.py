@@ -38,12 +38,12 @@ def _trim_flat(plane: np.ndarray) -> np.ndarray:
 
 
 def thumbnail(tensor: np.ndarray) -> np.ndarray:
-    """The (1, C, H, W) model input's first plane, flat borders trimmed,
+    """The (N, C, H, W) model input's first plane, flat borders trimmed,
     block-averaged to SIDE x SIDE, its inner INNER x INNER blocks
     standardised (zero mean, unit deviation), flattened. Odd: the
     thumbnail of an inverted plane is minus this one."""
     plane = np.asarray(tensor, np.float32)
-    plane = np.ascontiguousarray(plane.reshape(plane.shape[-2:]) if plane.ndim > 2 else plane)
+    plane = np.ascontiguousarray(plane[(0,) * (plane.ndim - 2)])      # first film, first channel
     if min(plane.shape) < SIDE:
         return np.zeros(INNER * INNER)
     small = cv2.resize(_trim_flat(plane), (SIDE, SIDE), interpolation=cv2.INTER_AREA)

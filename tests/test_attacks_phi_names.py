@@ -48,7 +48,8 @@ def test_unit_label_rule():
     dicom = Sight("dicom", words)
     assert safe_label("Smith^Johanna.dcm", dicom, "n") == "***^***.dcm"
     assert safe_label("smith_johanna_19480213.dcm", dicom, "n") == "***_***_***.dcm"
-    assert safe_label("chest-20240105.dcm", dicom, "n") == "chest-20240105.dcm"     # not its birth date
+    assert safe_label("chest-20240105.dcm", dicom, "n") == "chest-***.dcm"        # any date-like run
+    assert safe_label("chest-IM123456789.dcm", dicom, "n") == "chest-IM123456789.dcm"
     assert safe_label("SMITH JOHANNA 13.02.1948.dcm", dicom, "n") == "*** *** ***.dcm"
     assert safe_label("SMITHJOHANNA.dcm", dicom, "n") == "******.dcm"                 # run together
     assert safe_label("JohannaSmith19480213cxr.dcm", dicom, "n") == "*********cxr.dcm"
@@ -64,6 +65,17 @@ def test_unit_label_rule():
     assert safe_label("\uff33\uff2d\uff29\uff34\uff28.dcm", dicom, "n") == "***.dcm"  # full-width letters
     assert safe_label("x 1948 02 13.dcm", dicom, "n") == "x ***.dcm"                   # spaced date
     assert safe_label("caf\u00e9 chest.dcm", dicom, "n") == "caf\u00e9 chest.dcm"       # no match: as written
+    for hidden in ("\u034f", "\ufe0f", "\u20dd", "\u3164"):     # grapheme joiner, selector, mark, filler
+        assert safe_label("Smi%sth.dcm" % hidden, dicom, "n") == "***.dcm", repr(hidden)
+    weiss = Sight("dicom", patient_words(_named("Wei\u00df^Hans")))
+    assert safe_label("weiss_hans.dcm", weiss, "n") == "***_***.dcm"
+    assert safe_label("wei\u00df_hans.dcm", Sight("dicom", patient_words(_named("Weiss^Hans"))), "n") == "***_***.dcm"
+    mueller = Sight("dicom", patient_words(_named("M\u00fcller^J\u00fcrgen")))
+    cp1252 = os.fsdecode("M\u00fcller_J\u00fcrgen.dcm".encode("cp1252"))     # a Windows cart's bytes
+    assert safe_label(cp1252, mueller, "n") == "***_***.dcm"
+    no_date = Sight("dicom", patient_words(_named("Smith^Johanna")))          # header without a birth date
+    assert safe_label("x_13.02.1948.dcm", no_date, "n") == "x_***.dcm"
+    assert safe_label("x_13.2.1948.dcm", dicom, "n") == "x_***.dcm"
     assert safe_label("Smith^Johanna.dcm", None, "file-ab12") == "file-ab12"          # not looked at
     assert safe_label("Smith^Johanna.dcm", Sight("opaque"), "file-ab12") == "file-ab12"
     assert safe_label("xray_13.02.1948.png", Sight("raster"), "n") == "xray_***.png"

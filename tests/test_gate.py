@@ -55,3 +55,12 @@ def test_a_damaged_body_part_is_refused_without_quoting_what_ran_into_it():
     assert "unlisted value" in str(err.value)
     with pytest.raises(NotAChestRadiograph, match="BodyPartExamined is EXTREMITY, not the chest"):
         check_body_part("EXTREMITY")
+
+
+@pytest.mark.parametrize("value", ["HAND \u24d9\u24de\u24d7\u24dd", "HAND \u24a5\u24aa\u24a3\u24a9", "HAND \U0001f1ef\U0001f1f4", "HAND\n\x1b[2J"])
+def test_symbols_around_a_term_are_never_quoted(value):
+    with pytest.raises(NotAChestRadiograph) as err:
+        check_body_part(value)
+    said = str(err.value)
+    assert "BodyPartExamined is HAND, not the chest" in said or "is an unlisted value" in said
+    assert all(ch.isascii() and ch.isprintable() for ch in said), said

@@ -37,6 +37,8 @@ def test_a_chest_layout_correlates_positively_and_its_inverse_negatively():
     x = chest_phantom(600, 500, seed=1)[None, None].astype(np.float32)
     assert correlation(x) > 0.5 and correlation(1 - x) < -0.5
     assert correlation(np.full((1, 1, 64, 64), 0.4, np.float32)) == 0.0     # no layout: no verdict
+    three = np.repeat(x, 3, axis=1)                                         # a 3-channel input, a batch of 2
+    assert correlation(three) == correlation(np.concatenate([x, 1 - x])) == correlation(x)
 
 
 @pytest.fixture(scope="module")

@@ -93,16 +93,18 @@ def safe_label(name: str, sight: Optional[Sight], neutral: str) -> str:
     (module docstring); `neutral` when the content gives no way to tell."""
     if sight is None or sight.kind not in ("dicom", "raster"):
         return neutral
-    shown = display_name(name)
-    # Matched on the plain form too (NFKC, no accents, no zero-width or other
-    # format characters): "Smi\u200bth", a decomposed "Sio\u0301bhan" or a
-    # full-width "\uff33mith" must not slip past. When only the plain form
-    # shows a match, the plain form is what is shown.
-    simple = display_name(plain(name))
-    if sight.kind == "dicom":
-        words = with_date_spellings(sight.words)
-        masked = scrub_within(simple, words)
-        return masked if masked != simple else scrub_within(shown, words)
-    masked = mask_dates(simple)
-    return masked if masked != simple else mask_dates(shown)
+    # Matched on plain forms too (edge.decode.withheld.plain): "Smi\u200bth", a
+    # decomposed "Sio\u0301bhan", a full-width "\uff33mith", "weiß"; and a name a
+    # Windows cart wrote in cp1252 ("M\xfcller", undecodable as UTF-8). The
+    # first form that shows a match is what is shown; date-like runs are masked
+    # in every name, a DICOM's too (its header may not carry the birth date).
+    words = with_date_spellings(sight.words) if sight.kind == "dicom" else frozenset()
+    forms = [display_name(plain(name))]
+    if any(0xDC80 <= ord(ch) <= 0xDCFF for ch in name):
+        forms.append(display_name(plain(os.fsencode(name).decode("cp1252", "replace"))))
+    for form in forms:
+        masked = mask_dates(scrub_within(form, words))
+        if masked != form:
+            return masked
+    return display_name(name)
 

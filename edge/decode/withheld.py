@@ -64,13 +64,22 @@ def _name_forms(word: str) -> Set[str]:
     return {f.upper() for f in forms if len(f) >= 2}
 
 
+# Blank letters (Hangul fillers, the braille blank) that render as nothing inside a word.
+_BLANKS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
 def plain(text: str) -> str:
-    """`text` in its compatibility form without accents or format characters:
-    full-width letters as ASCII, "Siobha\u0301n" and "Siobh\u00e1n" both as
-    "Siobhan", a zero-width space or joiner dropped. Names are matched in
-    this form on both sides."""
-    return "".join(c for c in unicodedata.normalize("NFKD", text)
-                   if not unicodedata.combining(c) and unicodedata.category(c) != "Cf")
+    """`text` in its compatibility form without marks, format characters or
+    blank letters, and ß as ss: full-width letters as ASCII, "Siobha\u0301n"
+    and "Siobh\u00e1n" both as "Siobhan", a zero-width space or joiner, a
+    variation selector or a combining grapheme joiner dropped, "Weiß" as
+    "Weiss". Names are matched in this form on both sides."""
+    out = []
+    for c in unicodedata.normalize("NFKD", text):
+        if unicodedata.category(c)[0] == "M" or unicodedata.category(c) == "Cf" or c in _BLANKS:
+            continue
+        out.append("ss" if c == "\u00df" else "SS" if c == "\u1e9e" else c)
+    return "".join(out)
 
 
 def with_date_spellings(words: FrozenSet[str]) -> FrozenSet[str]:

@@ -2,9 +2,10 @@
 the file itself (rejected, duplicate, returned to its writer) or leaves the
 Job ready for the models."""
 import logging
+import os
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from edge.capture.folders import CaptureFolders, Claimed
 from edge.capture.ledger import Ledger
@@ -30,7 +31,7 @@ class Intake:
         self.rejections, self.tally, self._stop = rejections, tally, stop
         self._watcher = watcher            # made at start(): absent for callers without threads
         self._decode_side = decode_side
-        self._cut_off = {}  # type: Dict[str, float]   # sha256 -> when first found cut off (monotonic)
+        self._cut_off = {}  # type: Dict[Tuple[str, str], float]   # (name, sha256) -> first found cut off
         self._cut_off_lock = threading.Lock()
 
     def run(self, job: Job) -> Optional[Outcome]:
@@ -73,24 +74,25 @@ class Intake:
 
     def _writer_not_done(self, claimed: Claimed, exc: DecodeError) -> Optional[float]:
         """A file that looks cut off may still be being written: a writer that
-        paused longer than settle_s (a network share, a busy cart). Unless it
-        has been unchanged for capture.write_grace_s (by its mtime, and by our
-        own clock since we first found it cut off, for a writer whose clock is
-        wrong) it goes back to incoming/, to be read again after the returned
-        hold (seconds; 0 when it has already changed). None: reject it."""
+        paused longer than settle_s (a network share, a busy cart). Until it
+        has been unchanged for capture.write_grace_s by our own clock (since we
+        first found it cut off: its mtime is the writer's clock, which may be
+        hours or years off) it goes back to incoming/, to be read again after
+        the returned hold (seconds; 0 when it has already changed). None:
+        reject it. An old truncated file also waits the grace once."""
         if not isinstance(exc, (Truncated, NotAnImage)):     # a NaN slope is not a pause
             return None
         if self.folders.changed(claimed):
             return 0.0
         grace = self.settings.capture.write_grace_s
         now = time.monotonic()
-        mtime_ns = claimed.stat_key[1] if claimed.stat_key else 0
+        key = (os.path.basename(claimed.name), claimed.sha256)      # two empty files are two files
         with self._cut_off_lock:
-            for sha in [k for k, t in self._cut_off.items() if now - t > 2 * grace + 60]:
-                del self._cut_off[sha]                    # a file that changed, or left, long ago
-            first = self._cut_off.setdefault(claimed.sha256, now)
-            if grace <= 0 or time.time() - mtime_ns / 1e9 >= grace or now - first >= grace:
-                self._cut_off.pop(claimed.sha256, None)
+            for old in [k for k, t in self._cut_off.items() if now - t > 2 * grace + 60]:
+                del self._cut_off[old]                    # a file that changed, or left, long ago
+            first = self._cut_off.setdefault(key, now)
+            if grace <= 0 or now - first >= grace:
+                self._cut_off.pop(key, None)
                 return None
         if now == first:
             log.info("%s reads as cut off (%s); its writer may have paused: it is read again until it has "
