@@ -108,8 +108,11 @@ class LibraryNoiseFilter(logging.Filter):
     their tracebacks."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _is_file_library(record.name) or not _rewrite_message(record, scrub_values):
+        if not _is_file_library(record.name):
             return True
+        if not _rewrite_message(record, scrub_values):
+            # A bad format string: logging would print its arguments (file values) to stderr.
+            record.msg, record.args = "a log record with a bad format string (its values not shown)", None
         _rewrite_traceback(record, scrub_values)     # its exception quotes values as its message does
         if record.levelno < logging.ERROR:
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"

@@ -173,7 +173,7 @@ class Watcher:
         else:
             self._tracker.forget(name)
         self._moved_in.discard(name)
-        if returned:
+        if returned and self._inotify is not None:     # only an inotify rename event clears it
             self._returned.add(name)
 
     def strays(self) -> List[Tuple[str, str]]:
