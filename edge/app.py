@@ -132,7 +132,7 @@ class Appliance:
         self._after = AfterAlert(settings, self.store, self.outbox, self.hospital, self.folders,
                                  self.topics, self._tally, side)   # overlay + PACS after the alert; crash recovery
         self._intake = Intake(settings, self.pipeline, self.ledger, self.folders, self._rejections,
-                              self._tally, self._stop, lambda: self.watcher, side, self._after)
+                              self._tally, lambda: self.watcher, side, self._after)
         # One Commit per film in flight: each runs its own pipeline's sessions.
         self._commits = [Commit(settings, p, self.store, self.ledger, self.outbox, self.acks,
                                 self._after, self.folders, self.topics, self._tally,

@@ -12,8 +12,8 @@ A name may also be the patient's (`Smith^Johanna.dcm`, `smith_19480213.dcm`).
 `safe_label` is what a name may be shown as once the content has been looked
 at (a `Sight`): a DICOM film's own patient-name words and birth date masked
 (edge.decode.withheld.scrub_within: also when run together, `SMITHJOHANNA`),
-a PNG/JPEG's date-like digit runs masked (it has no header to say whose it
-is: its name is the site's responsibility), and
+date-like digit runs masked in any name (a PNG/JPEG has no header to say
+whose it is: its name is otherwise the site's responsibility), and
 anything else, or a file not looked at yet, shown only as a neutral label
 (the content's sha256 prefix or a claim index), never by its name.
 """
@@ -24,7 +24,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import FrozenSet, Optional
 
-from edge.decode.withheld import MASK, plain, scrub_within, with_date_spellings
+from edge.decode.withheld import MASK, plain, scrub_within
 
 NAME_MAX = 255   # bytes, ext4/xfs/btrfs and most others
 
@@ -38,13 +38,18 @@ def display_name(name: str) -> str:
         code = ord(ch)
         if ch == "\\":
             out.append("\\\\")
-        elif 0xDC80 <= code <= 0xDCFF:            # an undecodable byte (surrogateescape)
+        elif _undecodable(ch):
             out.append("\\x%02x" % (code - 0xDC00))
         elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
             out.append("\\x%02x" % code if code < 0x100 else "\\u%04x" % code)
         else:
             out.append(ch)
     return "".join(out)
+
+
+def _undecodable(ch: str) -> bool:
+    """An undecodable byte of a file name (os.fsdecode's surrogateescape)."""
+    return 0xDC80 <= ord(ch) <= 0xDCFF
 
 
 def name_bytes(name: str) -> int:
@@ -98,13 +103,12 @@ def safe_label(name: str, sight: Optional[Sight], neutral: str) -> str:
     # Windows cart wrote in cp1252 ("M\xfcller", undecodable as UTF-8). The
     # first form that shows a match is what is shown; date-like runs are masked
     # in every name, a DICOM's too (its header may not carry the birth date).
-    words = with_date_spellings(sight.words) if sight.kind == "dicom" else frozenset()
+    words = sight.words if sight.kind == "dicom" else frozenset()
     forms = [display_name(plain(name))]
-    if any(0xDC80 <= ord(ch) <= 0xDCFF for ch in name):
+    if any(_undecodable(ch) for ch in name):
         forms.append(display_name(plain(os.fsencode(name).decode("cp1252", "replace"))))
     for form in forms:
         masked = mask_dates(scrub_within(form, words))
         if masked != form:
             return masked
     return display_name(name)
-

@@ -47,7 +47,7 @@ def decode_bytes(data: bytes, settings: Optional[DecodeSettings] = None, name: s
         log.debug("decode: %s from the parser (message withheld: it may quote file values)",
                   type(exc).__name__)
         raise Truncated("file is damaged: its header or pixel data cannot be parsed (%s)"
-                           % type(exc).__name__)
+                        % type(exc).__name__)
 
 
 def _decode(data: bytes, settings: DecodeSettings, min_side: int) -> Image:

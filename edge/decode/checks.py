@@ -5,7 +5,7 @@ a wrong modality or an absurd declared size is refused without allocating.
 """
 import math
 import re
-from typing import FrozenSet, Optional, Sequence
+from typing import Any, FrozenSet, Optional, Sequence
 
 import numpy as np
 
@@ -116,6 +116,26 @@ def check_grey(samples_per_pixel: int, photometric: str) -> None:
                                "MONOCHROME1/MONOCHROME2 radiographs are accepted"
                                % (shown_value(photometric, PHOTOMETRICS) if photometric
                                   else "no photometric interpretation", samples_per_pixel))
+
+
+# Pixel cell sizes a grey radiograph is stored in (PS3.5 8.1.1; 12 is packed, not a radiograph's).
+_BITS_ALLOCATED = (8, 16, 32)
+
+
+def check_pixel_cells(ds: Any) -> None:
+    """Refuse pixels the decoder does not read, naming them, before pydicom
+    fails on them with an error that reads like damage."""
+    for keyword in ("FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in ds:
+            raise UnsupportedImage("DICOM holds %s (a parametric map), not the integer pixel data of a "
+                                   "radiograph" % keyword)
+    try:
+        bits = int(ds.get("BitsAllocated") or 16)
+    except (TypeError, ValueError):
+        raise CorruptImage("DICOM BitsAllocated is not a number (header damaged)") from None
+    if bits not in _BITS_ALLOCATED:
+        raise UnsupportedImage("DICOM BitsAllocated is %d; only 8-, 16- or 32-bit pixel cells are read "
+                               "(packed 12-bit pixels are not)" % bits)
 
 
 # Pixel Spacing beyond this is not a radiograph's (films are 0.05-1 mm a pixel):

@@ -31,10 +31,10 @@ from .jpeg_baseline import decode_baseline
 from .native_reduce import reduce_native
 from .native_view import native_view
 from .raster import check_jpeg_scans
-from .withheld import patient_words, scrub, scrub_within, with_date_spellings, withheld
+from .withheld import patient_words, scrub, scrub_within, withheld
 from .checks import (VIEW_POSITIONS, check_dimensions, check_frames, check_grey,
-                     check_float32_map, check_modality, check_rescale, check_view, code_string, first_value,
-                     plausible_spacing)
+                     check_float32_map, check_modality, check_pixel_cells, check_rescale, check_view, code_string,
+                     first_value, plausible_spacing)
 
 # What a UID and a Short String may look like; anything else is not emitted
 # (a damaged length can make a value run into the patient's name).
@@ -76,7 +76,7 @@ def decode_dicom(data: bytes, settings: DecodeSettings, min_side: int = 0) -> Im
     data, deflated = inflate_if_deflated(data, int(settings.max_file_mb * 1048576))
     check_header_elements(data)
     header, fp = _read(data, stop_before_pixels=True)
-    words = with_date_spellings(patient_words(header))
+    words = patient_words(header)
     try:
         image = _decode_dicom(data, header, fp, settings, min_side, words)
         return replace(image, transfer_syntax=UID(DEFLATED).name) if deflated else image
@@ -134,7 +134,7 @@ def _decode_pixels(data: bytes, header: "pydicom.Dataset", ts: str, settings: De
     if "PixelData" not in ds:
         # pydicom drops an encapsulated Pixel Data element that ends early.
         raise Truncated("DICOM declares a %d x %d image but its pixel data is missing "
-                           "(file truncated or damaged)" % (int(header.Columns), int(header.Rows)))
+                        "(file truncated or damaged)" % (int(header.Columns), int(header.Rows)))
     if ts in _NATIVE:
         _check_native_length(ds)
     elif ts in _JPEG:
@@ -231,26 +231,6 @@ def _check_header(ds: "pydicom.Dataset", ts: str, settings: DecodeSettings,
         raise MissingDecoder(problem)
 
 
-# Pixel cell sizes a grey radiograph is stored in (PS3.5 8.1.1; 12 is packed, not a radiograph's).
-_BITS_ALLOCATED = (8, 16, 32)
-
-
-def check_pixel_cells(ds: "pydicom.Dataset") -> None:
-    """Refuse pixels the decoder does not read, naming them, before pydicom
-    fails on them with an error that reads like damage."""
-    for keyword in ("FloatPixelData", "DoubleFloatPixelData"):
-        if keyword in ds:
-            raise UnsupportedImage("DICOM holds %s (a parametric map), not the integer pixel data of a "
-                                   "radiograph" % keyword)
-    try:
-        bits = int(ds.get("BitsAllocated") or 16)
-    except (TypeError, ValueError):
-        raise CorruptImage("DICOM BitsAllocated is not a number (header damaged)") from None
-    if bits not in _BITS_ALLOCATED:
-        raise UnsupportedImage("DICOM BitsAllocated is %d; only 8-, 16- or 32-bit pixel cells are read "
-                               "(packed 12-bit pixels are not)" % bits)
-
-
 def decoder_problem(ts: str) -> Optional[str]:
     """Why pydicom cannot decode this transfer syntax here, or None if it can."""
     name = UID(ts).name
@@ -288,7 +268,7 @@ def _check_native_length(ds: "pydicom.Dataset") -> None:
     got = len(ds.PixelData)
     if got < expected:
         raise Truncated("DICOM pixel data is truncated: %d bytes of the %d a %d x %d image needs"
-                           % (got, expected, int(ds.Columns), int(ds.Rows)))
+                        % (got, expected, int(ds.Columns), int(ds.Rows)))
 
 
 def _pixel_array(ds: "pydicom.Dataset", ts: str) -> np.ndarray:
@@ -299,7 +279,7 @@ def _pixel_array(ds: "pydicom.Dataset", ts: str) -> np.ndarray:
                              % (UID(ts).name, install_hint(ts), type(exc).__name__))
     except Exception as exc:  # each plugin raises its own types on damaged data
         raise Truncated("DICOM pixel data (%s) cannot be decoded (%s)"
-                           % (UID(ts).name, type(exc).__name__))
+                        % (UID(ts).name, type(exc).__name__))
 
 
 def to_display(raw: np.ndarray, ds: "pydicom.Dataset", invert: bool) -> np.ndarray:

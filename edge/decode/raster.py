@@ -91,7 +91,7 @@ def check_png_chunks(data: bytes) -> None:
         kind = data[pos + 4:pos + 8]
         if length > n - pos - 12:
             raise Truncated("PNG is damaged: a chunk declares %d bytes, more than the file holds"
-                               % length)
+                            % length)
         pos += 12 + length
         if kind == b"IEND":
             return

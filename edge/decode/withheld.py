@@ -37,8 +37,9 @@ def _values(ds: Any, keyword: str) -> Iterable[str]:
 
 
 def patient_words(ds: Any) -> FrozenSet[str]:
-    """Upper-cased words of the patient's names and the birth date (as written
-    and with separators dropped), from a pydicom Dataset."""
+    """Upper-cased words of the patient's names and the birth date (as written,
+    with separators dropped, and as a cart may spell it: _date_spellings),
+    from a pydicom Dataset."""
     words = set()   # type: Set[str]
     for keyword in NAME_KEYWORDS:
         for text in _values(ds, keyword):
@@ -51,7 +52,7 @@ def patient_words(ds: Any) -> FrozenSet[str]:
                 words.add(text.upper())
                 words.add(re.sub(r"[^0-9]", "", text))
     words.discard("")
-    return frozenset(words)
+    return _date_spellings(frozenset(words))
 
 
 def _name_forms(word: str) -> Set[str]:
@@ -82,7 +83,7 @@ def plain(text: str) -> str:
     return "".join(out)
 
 
-def with_date_spellings(words: FrozenSet[str]) -> FrozenSet[str]:
+def _date_spellings(words: FrozenSet[str]) -> FrozenSet[str]:
     """`words` plus the ways a cart or a hand-edited header may spell an
     8-digit birth date: 13.02.1948, 13-02-1948, 13_02_1948, 13 02 1948,
     13/02/1948, 13021948, 1948-02-13 ..., and with a 2-digit year: 13.02.48,

@@ -24,11 +24,11 @@ log = logging.getLogger(__name__)
 
 class Intake:
     def __init__(self, settings: Settings, pipeline: Pipeline, ledger: Ledger, folders: CaptureFolders,
-                 rejections: Rejections, tally: Tally, stop: threading.Event,
+                 rejections: Rejections, tally: Tally,
                  watcher: Callable[[], Optional[Watcher]], decode_side: int, after: AfterAlert):
         self.settings, self.pipeline, self.ledger, self.folders = settings, pipeline, ledger, folders
         self.after = after                 # finishes a file whose overlay a crash took
-        self.rejections, self.tally, self._stop = rejections, tally, stop
+        self.rejections, self.tally = rejections, tally
         self._watcher = watcher            # made at start(): absent for callers without threads
         self._decode_side = decode_side
         self._cut_off = {}  # type: Dict[Tuple[str, str], float]   # (name, sha256) -> first found cut off
